@@ -1,0 +1,183 @@
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Etcd is an embedded single-member etcd server.
+type Etcd struct {
+	mu        sync.Mutex
+	dir       string
+	ownDir    bool
+	clientURL url.URL
+	peerURL   url.URL
+	srv       *embed.Etcd
+}
+
+// EtcdOptions tune StartEtcd. The zero value is fine for tests.
+type EtcdOptions struct {
+	// Dir is the data directory; a temporary one is made (and removed by
+	// Close) when empty.
+	Dir string
+	// ReadyTimeout bounds the wait for the server to serve; default 10s.
+	ReadyTimeout time.Duration
+}
+
+// StartEtcd starts an etcd server on 127.0.0.1 with kernel-chosen ports.
+func StartEtcd(opts EtcdOptions) (*Etcd, error) {
+	e := &Etcd{dir: opts.Dir}
+	if e.dir == "" {
+		d, err := os.MkdirTemp("", "devstack-etcd-")
+		if err != nil {
+			return nil, fmt.Errorf("devstack: etcd data dir: %w", err)
+		}
+		e.dir, e.ownDir = d, true
+	}
+	cport, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	pport, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	e.clientURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", cport)}
+	e.peerURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", pport)}
+	if err := e.start(opts.ReadyTimeout); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Endpoint is the client URL, e.g. "http://127.0.0.1:40123".
+func (e *Etcd) Endpoint() string { return e.clientURL.String() }
+
+// Endpoints returns the client URLs, ready for clientv3.Config.
+func (e *Etcd) Endpoints() []string { return []string{e.Endpoint()} }
+
+// Stop shuts the server down, keeping its data and ports for Restart.
+func (e *Etcd) Stop() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.srv != nil {
+		e.srv.Close()
+		<-e.srv.Server.StopNotify()
+		e.srv = nil
+	}
+}
+
+// Restart starts a stopped server again on the same ports and data.
+func (e *Etcd) Restart() error {
+	return e.start(0)
+}
+
+// Running reports whether the server is serving.
+func (e *Etcd) Running() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.srv != nil
+}
+
+// Server returns the running embedded server (nil when stopped), for tests
+// that need to compact or inspect it.
+func (e *Etcd) Server() *embed.Etcd {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.srv
+}
+
+// Close stops the server and removes a temporary data directory.
+func (e *Etcd) Close() {
+	e.Stop()
+	if e.ownDir {
+		_ = os.RemoveAll(e.dir)
+	}
+}
+
+func (e *Etcd) start(readyTimeout time.Duration) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.srv != nil {
+		return nil
+	}
+	if readyTimeout <= 0 {
+		readyTimeout = 10 * time.Second
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = "devstack"
+	cfg.Dir = e.dir
+	cfg.TickMs = 10
+	cfg.ElectionMs = 100
+	cfg.ListenClientUrls = []url.URL{e.clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{e.clientURL}
+	cfg.ListenPeerUrls = []url.URL{e.peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{e.peerURL}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.LogLevel = "error"
+	var (
+		srv *embed.Etcd
+		err error
+	)
+	// A just-closed listener can linger briefly; retry the bind for a moment.
+	for attempt := 0; attempt < 50; attempt++ {
+		srv, err = embed.StartEtcd(cfg)
+		if err == nil || !isAddrInUse(err) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("devstack: start etcd: %w", err)
+	}
+	select {
+	case <-srv.Server.ReadyNotify():
+	case <-time.After(readyTimeout):
+		srv.Close()
+		return fmt.Errorf("devstack: etcd not ready after %s", readyTimeout)
+	case err := <-srv.Err():
+		srv.Close()
+		return fmt.Errorf("devstack: etcd failed: %w", err)
+	}
+	e.srv = srv
+	return nil
+}
+
+// WaitLeader blocks until the server has a leader or ctx ends.
+func (e *Etcd) WaitLeader(ctx context.Context) error {
+	for {
+		if s := e.Server(); s != nil && s.Server.Leader() != 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("devstack: pick a port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func isAddrInUse(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "listen"
+}
