@@ -122,7 +122,8 @@ func (e *InfraError) Unwrap() error { return e.Cause }
 // InfraError whose non-empty fields all equal e's.
 func (e *InfraError) Is(target error) bool {
 	t, ok := target.(*InfraError)
-	if !ok {
+	if !ok || t == nil || e == nil {
+		// A typed nil target would otherwise panic inside errors.Is.
 		return false
 	}
 	return t.Type == e.Type &&

@@ -30,7 +30,7 @@ const (
 	EnvExtraEnvs = "IMINFRA_ENVS"
 )
 
-// KnownEnvs are the env names accepted without IMINFRA_ENVS.
+// knownEnvs are the env names accepted without IMINFRA_ENVS.
 var knownEnvs = []string{"dev", "test", "staging", "prod"}
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -114,8 +114,20 @@ func defaultInstance() string {
 		}
 		return '-'
 	}, host)
-	return strings.Trim(host, ".-_") + "-" + strconv.Itoa(os.Getpid())
+	host = strings.Trim(host, ".-_")
+	// Keep room for "-<pid>" inside the 128 characters instanceRe allows; a
+	// long FQDN must not make the default identity invalid.
+	if len(host) > maxHostPart {
+		host = strings.TrimRight(host[:maxHostPart], ".-_")
+	}
+	if host == "" {
+		host = "host"
+	}
+	return host + "-" + strconv.Itoa(os.Getpid())
 }
+
+// maxHostPart bounds the hostname part of the default instance id.
+const maxHostPart = 100
 
 // knownFlags picks the identity flags out of args, each as its own chunk, so
 // that a service's other flags do not stop the parse.
@@ -124,10 +136,18 @@ func knownFlags(args []string) [][]string {
 	var out [][]string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
+		if a == "--" {
+			break // everything after the terminator is positional, as in package flag
+		}
 		if !strings.HasPrefix(a, "-") {
 			continue
 		}
-		name := strings.TrimLeft(a, "-")
+		// Package flag accepts exactly one or two dashes; "---x" would fail
+		// its parse and be dropped silently, so skip it here.
+		name := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if strings.HasPrefix(name, "-") {
+			continue
+		}
 		if eq := strings.IndexByte(name, '='); eq >= 0 {
 			if names[name[:eq]] {
 				out = append(out, []string{a})

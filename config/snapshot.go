@@ -1,0 +1,114 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/gochat/im-infra/lifecycle"
+)
+
+// Snapshot is the last-known-good file: every accepted document is written
+// to it, and at boot a Value whose source is down reads its keys back.
+//
+// One file serves every component of a service. It is written atomically
+// (temp file + rename) with mode 0600, because documents may hold secrets
+// written as literals; prefer "${ENV_VAR}" secrets, which are expanded at
+// decode time and so never reach the file.
+type Snapshot struct {
+	path string
+	mu   sync.Mutex
+}
+
+type snapshotFile struct {
+	SavedAt   time.Time                   `json:"savedAt"`
+	Documents map[string]snapshotDocument `json:"documents"`
+}
+
+type snapshotDocument struct {
+	Revision int64           `json:"revision"`
+	Data     json.RawMessage `json:"data"`
+}
+
+// NewSnapshot uses the file at path; its directory is created on first save.
+func NewSnapshot(path string) *Snapshot { return &Snapshot{path: path} }
+
+// Path is the snapshot file's path.
+func (s *Snapshot) Path() string { return s.path }
+
+// Save records docs; a document with nil Data removes its key.
+func (s *Snapshot) Save(docs ...Document) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, err := s.read()
+	if err != nil {
+		f = snapshotFile{Documents: map[string]snapshotDocument{}}
+	}
+	for _, d := range docs {
+		if d.Data == nil {
+			delete(f.Documents, d.Key)
+			continue
+		}
+		f.Documents[d.Key] = snapshotDocument{Revision: d.Revision, Data: json.RawMessage(d.Data)}
+	}
+	f.SavedAt = time.Now().UTC()
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return lifecycle.WrapError(lifecycle.TypeInternal, "config", "save snapshot", err, "encode")
+	}
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
+		return lifecycle.WrapError(lifecycle.TypeInternal, "config", "save snapshot", err, "create directory")
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(s.path), ".snapshot-*")
+	if err != nil {
+		return lifecycle.WrapError(lifecycle.TypeInternal, "config", "save snapshot", err, "create temp file")
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return lifecycle.WrapError(lifecycle.TypeInternal, "config", "save snapshot", err, "write")
+	}
+	if err := tmp.Close(); err != nil {
+		return lifecycle.WrapError(lifecycle.TypeInternal, "config", "save snapshot", err, "close")
+	}
+	if err := os.Rename(tmp.Name(), s.path); err != nil {
+		return lifecycle.WrapError(lifecycle.TypeInternal, "config", "save snapshot", err, "rename")
+	}
+	return nil
+}
+
+// Load returns the saved documents among keys; keys never saved are left
+// out. A missing file is an error, so the caller falls back to defaults.
+func (s *Snapshot) Load(keys ...string) ([]Document, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, err := s.read()
+	if err != nil {
+		return nil, err
+	}
+	var out []Document
+	for _, k := range keys {
+		if d, ok := f.Documents[k]; ok {
+			out = append(out, Document{Key: k, Data: []byte(d.Data), Revision: d.Revision})
+		}
+	}
+	return out, nil
+}
+
+func (s *Snapshot) read() (snapshotFile, error) {
+	b, err := os.ReadFile(s.path)
+	if err != nil {
+		return snapshotFile{}, lifecycle.WrapError(lifecycle.TypeConfig, "config", "read snapshot", err, "")
+	}
+	var f snapshotFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return snapshotFile{}, lifecycle.ConfigError("config", "", fmt.Sprintf("snapshot %s is corrupt", s.path), err)
+	}
+	if f.Documents == nil {
+		f.Documents = map[string]snapshotDocument{}
+	}
+	return f, nil
+}

@@ -1,0 +1,5 @@
+package coord
+
+import "go.uber.org/zap"
+
+func nopLogger() *zap.Logger { return zap.NewNop() }

@@ -1,0 +1,43 @@
+package coord
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/gochat/im-infra/devstack"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// startEtcd runs an embedded etcd for one test and stops it at cleanup.
+func startEtcd(t testing.TB) *devstack.Etcd {
+	t.Helper()
+	e, err := devstack.StartEtcd(devstack.EtcdOptions{})
+	require.NoError(t, err)
+	t.Cleanup(e.Close)
+	return e
+}
+
+// rawClient is a plain clientv3 client on e, closed at cleanup.
+func rawClient(t testing.TB, e *devstack.Etcd) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   e.Endpoints(),
+		DialTimeout: 2 * time.Second,
+		Logger:      nopLogger(),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cli.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = cli.Get(ctx, "probe")
+	require.NoError(t, err)
+	return cli
+}
