@@ -69,7 +69,7 @@ type checkerFunc struct {
 	fn   func(ctx context.Context) Status
 }
 
-func (c checkerFunc) Name() string                      { return c.name }
+func (c checkerFunc) Name() string                     { return c.name }
 func (c checkerFunc) Check(ctx context.Context) Status { return c.fn(ctx) }
 
 // Report is the aggregated result of one run of every checker.

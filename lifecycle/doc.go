@@ -1,0 +1,60 @@
+// Package lifecycle is floor 1 of im-infra: what every service needs before
+// any infrastructure is reachable, and what decides whether it gets traffic.
+//
+// # What it holds
+//
+//   - Identity: service, env, instance and version of the process, read once
+//     from flags then IMINFRA_* variables (LoadIdentity) and validated.
+//   - InfraError: the one error type every im-infra module returns for an
+//     infrastructure failure, classified by ErrorType (CONFIG, CONNECTION,
+//     TIMEOUT, VALIDATION, INTERNAL) and matched with errors.Is against the
+//     sentinels ErrConfig, ErrConnection, ErrTimeout, ErrValidation and
+//     ErrInternal.
+//   - Checker, Status, Aggregator: each module contributes a Checker to the fx
+//     value group "health" (AsChecker); the Aggregator runs them in parallel
+//     and reports the worst state.
+//   - Readiness and EventLogger: whether the service should receive traffic,
+//     driven by fx's own lifecycle events.
+//   - AdminServer: the operational HTTP port with /healthz, /readyz, optional
+//     /debug/pprof/ and a slot for /metrics.
+//
+// # Why it is built this way
+//
+// Liveness and readiness are kept apart on purpose. /healthz only proves that
+// the process serves HTTP, so an orchestrator never restarts a process because
+// a database is down. /readyz says whether to route traffic here: not before
+// every OnStart hook has run, not once shutdown has begun, and not while a
+// check is unhealthy. Degraded (for example, config served from a snapshot
+// while etcd is unreachable) still takes traffic.
+//
+// fx has no callback that runs after the app has started or before the first
+// OnStop hook, but it reports both as events on the goroutine that runs the
+// hooks. EventLogger wraps the fx event logger and turns those events into
+// Readiness changes, so shutdown begins with /readyz answering 503 and a
+// drain delay that lets load balancers notice before any listener closes.
+//
+// The behaviour lives in plain constructors (NewAggregator, NewReadiness,
+// NewAdminServer) that work and are tested without fx; module.go only wires
+// them.
+//
+// # How it fails
+//
+//   - A checker that hangs is cancelled after AggregatorOptions.Timeout and
+//     reported Unhealthy ("check timed out after 2s"); the report does not
+//     wait for it. While its goroutine has not returned, the checker is not
+//     called again, so a checker that ignores its ctx costs one goroutine,
+//     not one per probe.
+//   - A checker that panics is reported Unhealthy with the panic value and
+//     logged with its stack; the process keeps running.
+//   - A caller of Aggregator.Check whose ctx ends first gets an Unhealthy
+//     report saying the checks were not waited for; the run itself continues
+//     for the others.
+//   - AdminServer.Start returns a CONNECTION *InfraError naming the address
+//     when it cannot bind; Stop returns a TIMEOUT *InfraError and closes open
+//     connections when its ctx ends before in-flight requests finish.
+//   - LoadIdentity returns a VALIDATION *InfraError whose Field names the bad
+//     value ("service", "env", "instance").
+//
+// Errors never carry secrets: messages name components, operations, fields
+// and addresses, not passwords, tokens or DSNs.
+package lifecycle
