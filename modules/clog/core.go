@@ -14,14 +14,14 @@ import (
 // when it was resolved from the state now published. A cached view keeps its
 // state reachable, so a later state can never reuse the same address.
 type state struct {
-	raw      zapcore.Core   // the core built from Config or Bootstrap, without identity fields
-	base     zapcore.Core   // raw.With(identity): what every logger writes through
-	identity []zap.Field    // service/env/instance from the last Bootstrap
-	level    zapcore.Level  // global minimum level
+	raw      zapcore.Core  // the core built from Config or Bootstrap, without identity fields
+	base     zapcore.Core  // raw.With(identity): what every logger writes through
+	identity []zap.Field   // service/env/instance from the last Bootstrap
+	level    zapcore.Level // global minimum level
 	levels   map[string]zapcore.Level
-	stack    zapcore.Level  // stack traces from this level up; InvalidLevel disables them
-	sink     *fileSink      // owned rotating file, nil for stdout/stderr/custom cores
-	applied  bool           // raw came from Apply rather than Bootstrap
+	stack    zapcore.Level // stack traces from this level up; InvalidLevel disables them
+	sink     *fileSink     // owned rotating file, nil for stdout/stderr/custom cores
+	applied  bool          // raw came from Apply rather than Bootstrap
 }
 
 // levelFor resolves the effective minimum level of a module ("" is the root).

@@ -39,9 +39,12 @@ func newFxValue(src config.Source, id lifecycle.Identity, l *Logger) *config.Val
 // registerHooks runs in phase 2, after the config source's own OnStart.
 func registerHooks(lc fx.Lifecycle, v *config.Value[Config], l *Logger) {
 	// mu orders the first Apply against change callbacks, so a change that
-	// lands while starting is applied after, not before, the value it replaces.
+	// lands while starting is applied after, not before, the value it
+	// replaces. seen records that a callback already applied something:
+	// loading documents at Start notifies, and then there is nothing left to do.
 	var (
 		mu     sync.Mutex
+		seen   bool
 		cancel func()
 	)
 	apply := func(cfg Config) {
@@ -54,6 +57,7 @@ func registerHooks(lc fx.Lifecycle, v *config.Value[Config], l *Logger) {
 			cancel = v.Subscribe(func(_, cfg Config) {
 				mu.Lock()
 				defer mu.Unlock()
+				seen = true
 				apply(cfg)
 			})
 			if err := v.Start(ctx); err != nil {
@@ -62,9 +66,13 @@ func registerHooks(lc fx.Lifecycle, v *config.Value[Config], l *Logger) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			// A logging config that cannot be applied (an unwritable file)
-			// must not keep the service down: it keeps logging to stderr.
-			apply(v.Get())
+			if !seen {
+				// No document (or the source is down): apply the defaults or
+				// snapshot. A logging config that cannot be applied (an
+				// unwritable file) must not keep the service down; it keeps
+				// logging to stderr and says why.
+				apply(v.Get())
+			}
 			return nil
 		},
 		OnStop: func(ctx context.Context) error {
