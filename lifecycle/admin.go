@@ -47,6 +47,8 @@ type AdminServer struct {
 	log   *zap.Logger
 	mux   *http.ServeMux
 
+	pprofOnce sync.Once
+
 	mu   sync.Mutex
 	srv  *http.Server
 	addr string
@@ -66,15 +68,33 @@ func NewAdminServer(opts AdminOptions, agg *Aggregator, ready *Readiness, log *z
 	s := &AdminServer{opts: opts, agg: agg, ready: ready, log: log, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
-	if opts.EnablePprof {
+	return s
+}
+
+// Configure replaces the options given to NewAdminServer. It exists for
+// wiring that reads the options from config in phase 2: call it before
+// Start; once started, the server keeps the options it started with.
+func (s *AdminServer) Configure(opts AdminOptions) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		return
+	}
+	if opts.Addr == "" {
+		opts.Addr = DefaultAdminAddr
+	}
+	s.opts = opts
+}
+
+func (s *AdminServer) mountPprof() {
+	s.pprofOnce.Do(func() {
 		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		s.mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol) // go tool pprof posts addresses here
 		s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	}
-	return s
+	})
 }
 
 // Handle mounts h at pattern (http.ServeMux syntax), e.g. the Prometheus
@@ -91,6 +111,9 @@ func (s *AdminServer) Start(ctx context.Context) error {
 	defer s.mu.Unlock()
 	if s.srv != nil {
 		return InternalError("admin", "start", "admin server already started on "+s.addr, nil)
+	}
+	if s.opts.EnablePprof {
+		s.mountPprof()
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", s.opts.Addr)

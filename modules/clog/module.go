@@ -22,7 +22,7 @@ import (
 var FxModule = fx.Module("clog",
 	fx.Provide(
 		newFxLogger,
-		newFxValue,
+		config.ProvideValue[Config]("clog"),
 	),
 	fx.Invoke(registerHooks),
 )
@@ -30,10 +30,6 @@ var FxModule = fx.Module("clog",
 func newFxLogger(id lifecycle.Identity) *Logger {
 	Bootstrap(id)
 	return L()
-}
-
-func newFxValue(src config.Source, id lifecycle.Identity, l *Logger) *config.Value[Config] {
-	return config.NewValue[Config]("clog", src, id, config.WithLogger(l))
 }
 
 // registerHooks runs in phase 2, after the config source's own OnStart.
