@@ -19,8 +19,9 @@ type Etcd struct {
 	mu        sync.Mutex
 	dir       string
 	ownDir    bool
-	clientURL url.URL
+	clientURL url.URL // where the server listens
 	peerURL   url.URL
+	proxy     *Proxy // what clients dial: closing it cuts them off at once
 	srv       *embed.Etcd
 }
 
@@ -57,19 +58,29 @@ func StartEtcd(opts EtcdOptions) (*Etcd, error) {
 		e.Close()
 		return nil, err
 	}
+	if e.proxy, err = NewProxy(e.clientURL.Host); err != nil {
+		e.Close()
+		return nil, err
+	}
 	return e, nil
 }
 
-// Endpoint is the client URL, e.g. "http://127.0.0.1:40123".
-func (e *Etcd) Endpoint() string { return e.clientURL.String() }
+// Endpoint is the client URL, e.g. "http://127.0.0.1:40123". It leads
+// through a proxy, so that Stop drops client connections the way a crash
+// does instead of waiting for etcd's graceful shutdown of open watches.
+func (e *Etcd) Endpoint() string { return "http://" + e.proxy.Addr() }
 
 // Endpoints returns the client URLs, ready for clientv3.Config.
 func (e *Etcd) Endpoints() []string { return []string{e.Endpoint()} }
 
 // Stop shuts the server down, keeping its data and ports for Restart.
+// Clients lose their connections at once and cannot reconnect until Restart.
 func (e *Etcd) Stop() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.proxy != nil {
+		e.proxy.Close()
+	}
 	if e.srv != nil {
 		e.srv.Close()
 		<-e.srv.Server.StopNotify()
@@ -79,7 +90,10 @@ func (e *Etcd) Stop() {
 
 // Restart starts a stopped server again on the same ports and data.
 func (e *Etcd) Restart() error {
-	return e.start(0)
+	if err := e.start(0); err != nil {
+		return err
+	}
+	return e.proxy.Open()
 }
 
 // Running reports whether the server is serving.
