@@ -1,12 +1,14 @@
 package coord
 
 import (
+	"math/rand/v2"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +18,9 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/gochat/im-infra/lifecycle"
 )
@@ -40,9 +45,20 @@ type Client struct {
 	auth *tokenAuth // nil without a username
 
 	connected atomic.Bool
+	probed    atomic.Bool // a probe has finished: Connected is a fact, not a default
+	lastErr   atomic.Pointer[error]
+
+	monitorOnce sync.Once
+	stopMonitor context.CancelFunc
+	monitorDone chan struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// healthyProbeInterval is how often the monitor re-checks an etcd that
+// answered; an outage is then noticed within this plus ProbeTimeout.
+const healthyProbeInterval = 2 * time.Second
 
 // NewClient builds a client for cfg without connecting: clientv3.New dials
 // lazily, and authentication (which clientv3 would do here, blocking up to
@@ -121,6 +137,65 @@ func (c *Client) Endpoints() []string { return append([]string(nil), c.cfg.Endpo
 // Connected reports the result of the last Probe (false before the first).
 func (c *Client) Connected() bool { return c.connected.Load() }
 
+// Unreachable reports that the last probe failed, so callers that would
+// otherwise wait out a request timeout (config loads at boot) can fail fast
+// and leave the retrying to the monitor.
+func (c *Client) Unreachable() bool { return c.probed.Load() && !c.connected.Load() }
+
+// LastError is the last probe's error, or nil.
+func (c *Client) LastError() error {
+	if p := c.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Start probes etcd once, bounded by ProbeTimeout, and starts the monitor
+// that keeps Connected current: every 2s while etcd answers, and with
+// jittered backoff up to ReconnectBackoffMax while it does not, so that a
+// returning etcd is noticed within a fraction of a second. The probe's error
+// is returned for logging; the client keeps working either way.
+func (c *Client) Start(ctx context.Context) error {
+	err := c.Probe(ctx)
+	c.monitorOnce.Do(func() {
+		mctx, cancel := context.WithCancel(context.Background())
+		c.stopMonitor, c.monitorDone = cancel, make(chan struct{})
+		go c.monitor(mctx)
+	})
+	return err
+}
+
+func (c *Client) monitor(ctx context.Context) {
+	defer close(c.monitorDone)
+	delay := reconnectBaseDelay
+	for {
+		wait := healthyProbeInterval
+		if !c.connected.Load() {
+			wait = delay/2 + rand.N(delay/2+1)
+			delay = min(delay*2, c.cfg.ReconnectBackoffMax.Std())
+		} else {
+			delay = reconnectBaseDelay
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		was := c.connected.Load()
+		err := c.Probe(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case was && err != nil:
+			c.log.Warn("etcd stopped answering; running on the last good config", zap.Error(err))
+		case !was && err == nil:
+			c.log.Info("etcd answers again", zap.Strings("endpoints", c.safeEndpoints()))
+		}
+	}
+}
+
 // Probe asks etcd for a linearizable read, bounded by ProbeTimeout and ctx,
 // and records whether it answered. A permission error counts as connected:
 // the cluster answered, the user is just not allowed to read the probe key.
@@ -132,10 +207,15 @@ func (c *Client) Probe(ctx context.Context) error {
 		err = nil
 	}
 	if err != nil {
+		err = wrapErr("probe", "", err)
+		c.lastErr.Store(&err)
 		c.connected.Store(false)
-		return wrapErr("probe", "", err)
+		c.probed.Store(true)
+		return err
 	}
+	c.lastErr.Store(nil)
 	c.connected.Store(true)
+	c.probed.Store(true)
 	return nil
 }
 
@@ -144,6 +224,10 @@ func (c *Client) Probe(ctx context.Context) error {
 // module closes the client after everything that uses it.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
+		if c.stopMonitor != nil {
+			c.stopMonitor()
+			<-c.monitorDone
+		}
 		c.connected.Store(false)
 		err := c.raw.Close()
 		// clientv3 reports its own cancelled context on a clean close.
@@ -175,7 +259,14 @@ func wrapErr(op, key string, err error) error {
 	}
 	typ := lifecycle.TypeConnection
 	msg := "etcd request failed"
-	if errors.Is(err, context.DeadlineExceeded) {
+	switch {
+	case errors.Is(rpctypes.Error(err), rpctypes.ErrAuthFailed) ||
+		// Our token fetch fails inside gRPC's per-RPC credentials, which
+		// flattens etcd's error into an Unauthenticated status message.
+		(status.Code(err) == codes.Unauthenticated && strings.Contains(err.Error(), rpctypes.ErrorDesc(rpctypes.ErrGRPCAuthFailed))):
+		// Retrying will not help: the username or password is wrong.
+		typ, msg = lifecycle.TypeConfig, "etcd rejected the credentials"
+	case errors.Is(err, context.DeadlineExceeded):
 		typ, msg = lifecycle.TypeTimeout, "etcd did not answer in time"
 	}
 	e := lifecycle.WrapError(typ, component, op, err, msg)
@@ -209,4 +300,137 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
+}
+
+// authenticateMethod is the one RPC that must go out without a token.
+const authenticateMethod = "/etcdserverpb.Auth/Authenticate"
+
+// tokenAuth attaches an etcd auth token to every RPC, fetching it on first
+// use. clientv3 does the same but fetches in New, blocking construction for
+// up to DialTimeout and failing it when etcd is down; a service must be able
+// to start degraded, so the fetch moves to the first request, which carries
+// its own deadline.
+type tokenAuth struct {
+	user, pass string
+	cli        *clientv3.Client
+	sem        chan struct{} // one Authenticate in flight; waiters honour their ctx
+
+	mu       sync.RWMutex
+	token    string
+	disabled bool // the cluster runs without auth: send no token
+}
+
+// GetRequestMetadata implements credentials.PerRPCCredentials.
+func (a *tokenAuth) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+	if ri, ok := credentials.RequestInfoFromContext(ctx); ok && ri.Method == authenticateMethod {
+		return nil, nil
+	}
+	tok, err := a.get(ctx)
+	if err != nil || tok == "" {
+		return nil, err
+	}
+	return map[string]string{rpctypes.TokenFieldNameGRPC: tok}, nil
+}
+
+// RequireTransportSecurity implements credentials.PerRPCCredentials; etcd
+// accepts tokens over plaintext (dev clusters), as clientv3 does.
+func (a *tokenAuth) RequireTransportSecurity() bool { return false }
+
+func (a *tokenAuth) cached() (string, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.token, a.token != "" || a.disabled
+}
+
+func (a *tokenAuth) get(ctx context.Context) (string, error) {
+	if tok, ok := a.cached(); ok {
+		return tok, nil
+	}
+	select {
+	case a.sem <- struct{}{}:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	defer func() { <-a.sem }()
+	if tok, ok := a.cached(); ok { // fetched by the caller we waited for
+		return tok, nil
+	}
+	resp, err := a.cli.Authenticate(ctx, a.user, a.pass)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case errors.Is(err, rpctypes.ErrAuthNotEnabled):
+		a.disabled = true
+		return "", nil
+	case err != nil:
+		// etcd's message never contains the password; say whose login failed.
+		return "", fmt.Errorf("etcd authentication as %q: %w", a.user, err)
+	}
+	a.token = resp.Token
+	return a.token, nil
+}
+
+// observe drops the cached token when etcd says it is no longer good
+// (expired simple token, auth revision moved, auth enabled after start), so
+// the next request authenticates again.
+// It reports whether it did.
+func (a *tokenAuth) observe(err error) bool {
+	if err == nil {
+		return false
+	}
+	e := rpctypes.Error(err)
+	if !errors.Is(e, rpctypes.ErrInvalidAuthToken) && !errors.Is(e, rpctypes.ErrAuthOldRevision) && !errors.Is(e, rpctypes.ErrUserEmpty) {
+		return false
+	}
+	a.mu.Lock()
+	a.token, a.disabled = "", false
+	a.mu.Unlock()
+	return true
+}
+
+// unaryInterceptor retries a call once with a fresh token when the old one
+// was refused.
+func (a *tokenAuth) unaryInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if err == nil || method == authenticateMethod {
+		return err
+	}
+	if a.observe(err) {
+		err = invoker(ctx, method, req, reply, cc, opts...)
+	}
+	return err
+}
+
+// streamInterceptor watches stream errors for a refused token; the stream's
+// owner (clientv3's watcher, keepalive loop) reopens it.
+func (a *tokenAuth) streamInterceptor(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	s, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		a.observe(err)
+		return nil, err
+	}
+	return &observedStream{ClientStream: s, auth: a}, nil
+}
+
+type observedStream struct {
+	grpc.ClientStream
+	auth *tokenAuth
+}
+
+func (s *observedStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil {
+		s.auth.observe(err)
+	}
+	return err
+}
+
+// safeEndpoints lists the endpoints with any user info masked, for health
+// details and logs.
+func (c *Client) safeEndpoints() []string {
+	out := make([]string, len(c.cfg.Endpoints))
+	for i, ep := range c.cfg.Endpoints {
+		out[i] = redactEndpoint(ep)
+	}
+	return out
 }

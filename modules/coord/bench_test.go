@@ -1,0 +1,197 @@
+package coord
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gochat/im-infra/config"
+)
+
+// cfgPercentiles reports p50 and p99 of lat in milliseconds.
+func cfgPercentiles(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	at := func(q float64) float64 {
+		return float64(lat[int(q*float64(len(lat)-1))]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(at(0.50), "p50-ms")
+	b.ReportMetric(at(0.99), "p99-ms")
+}
+
+// BenchmarkConfigPropagation measures put → seen: for raw, a clientv3 Watch
+// event received; for value, a typed, validated config.Value applied and its
+// subscriber called. Both run in the same process against the same embedded
+// etcd, one after the other.
+func BenchmarkConfigPropagation(b *testing.B) {
+	e := startEtcd(b)
+	writer := rawClient(b, e)
+	ctx := context.Background()
+
+	b.Run("raw", func(b *testing.B) {
+		key := "/config/dev/bench/raw"
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		wch := rawClient(b, e).Watch(wctx, key)
+		lat := make([]time.Duration, 0, b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			start := time.Now()
+			if _, err := writer.Put(ctx, key, `{"n":`+strconv.Itoa(i+1)+`}`); err != nil {
+				b.Fatal(err)
+			}
+			<-wch
+			lat = append(lat, time.Since(start))
+		}
+		b.StopTimer()
+		cfgPercentiles(b, lat)
+	})
+
+	b.Run("value", func(b *testing.B) {
+		c := cliNew(b, cliConfig(e), nil)
+		v := config.NewValue[cfgSchema]("bench", NewSource(c), cfgIdentity)
+		if err := v.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = v.Stop(ctx) }()
+		applied := make(chan int, 1)
+		defer v.Subscribe(func(_, n cfgSchema) { applied <- n.N })()
+		key := config.Key("dev", "svc", "bench")
+		lat := make([]time.Duration, 0, b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			start := time.Now()
+			if _, err := writer.Put(ctx, key, `{"n":`+strconv.Itoa(i+1)+`}`); err != nil {
+				b.Fatal(err)
+			}
+			for n := range applied {
+				if n == i+1 {
+					break
+				}
+			}
+			lat = append(lat, time.Since(start))
+		}
+		b.StopTimer()
+		cfgPercentiles(b, lat)
+	})
+}
+
+// BenchmarkConfigBurst writes 500 documents back to back and reports how long
+// after the last put returned the final one was seen (raw) or applied
+// (value). During the value burst a reader calls Get in a loop and counts
+// reads that see an empty, zero or invalid config (fail-reads, target 0).
+func BenchmarkConfigBurst(b *testing.B) {
+	const burst = 500
+	e := startEtcd(b)
+	writer := rawClient(b, e)
+	ctx := context.Background()
+	seq := 0
+
+	b.Run("raw", func(b *testing.B) {
+		key := "/config/dev/bench/burst-raw"
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		wch := rawClient(b, e).Watch(wctx, key)
+		// Consumed while the burst runs, as config.Value's watch is, so
+		// that both measure the tail and not a backlog.
+		var final atomic.Value
+		final.Store("")
+		seen := make(chan time.Time, 1)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer cancel()
+		wg.Go(func() {
+			for resp := range wch {
+				for _, ev := range resp.Events {
+					if string(ev.Kv.Value) == final.Load().(string) {
+						seen <- time.Now()
+					}
+				}
+			}
+		})
+		var tail []time.Duration
+		b.ReportAllocs()
+		for range b.N {
+			seq++
+			final.Store(fmt.Sprintf(`{"n":%d}`, seq*burst))
+			for j := 1; j <= burst; j++ {
+				if _, err := writer.Put(ctx, key, fmt.Sprintf(`{"n":%d}`, (seq-1)*burst+j)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			putDone := time.Now()
+			at := <-seen
+			tail = append(tail, max(at.Sub(putDone), 0))
+		}
+		b.StopTimer()
+		cfgPercentiles(b, tail)
+	})
+
+	b.Run("value", func(b *testing.B) {
+		c := cliNew(b, cliConfig(e), nil)
+		v := config.NewValue[cfgSchema]("burst", NewSource(c), cfgIdentity)
+		if err := v.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = v.Stop(ctx) }()
+		var final atomic.Int64
+		done := make(chan time.Time, 1)
+		defer v.Subscribe(func(_, n cfgSchema) {
+			if int64(n.N) == final.Load() {
+				done <- time.Now()
+			}
+		})()
+		key := config.Key("dev", "svc", "burst")
+
+		var reads, fails atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for range 1024 {
+					got := v.Get()
+					if got.N <= 0 || got.Level == "" {
+						fails.Add(1)
+					}
+				}
+				reads.Add(1024)
+			}
+		})
+		var tail []time.Duration
+		b.ReportAllocs()
+		for range b.N {
+			seq++
+			final.Store(int64(seq * burst))
+			for j := 1; j <= burst; j++ {
+				if _, err := writer.Put(ctx, key, fmt.Sprintf(`{"n":%d}`, (seq-1)*burst+j)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			putDone := time.Now()
+			at := <-done
+			// Negative when the value was applied before the last Put's
+			// response reached the writer; that counts as 0.
+			tail = append(tail, max(at.Sub(putDone), 0))
+		}
+		b.StopTimer()
+		close(stop)
+		wg.Wait()
+		cfgPercentiles(b, tail)
+		b.ReportMetric(float64(reads.Load()), "reads")
+		b.ReportMetric(float64(fails.Load()), "fail-reads")
+	})
+}

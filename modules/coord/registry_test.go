@@ -1,0 +1,274 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/gochat/im-infra/lifecycle"
+)
+
+// regTestRegistry returns a Registry on cli that is closed at cleanup, before
+// the client (cleanups run last-in first-out).
+func regTestRegistry(t testing.TB, cli *clientv3.Client, opts RegistryOptions) *Registry {
+	t.Helper()
+	r := NewRegistry(cli, nopLogger(), opts)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.Close(ctx)
+	})
+	return r
+}
+
+func regTestCtx(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestRegistryValidation(t *testing.T) {
+	good := ServiceInstance{ID: "i-1", Name: "im-repo", Addr: "127.0.0.1:9000"}
+	tests := []struct {
+		name  string
+		edit  func(*ServiceInstance)
+		field string // "" means valid
+	}{
+		{"valid", func(*ServiceInstance) {}, ""},
+		{"valid hostname addr", func(s *ServiceInstance) { s.Addr = "repo-0.repo.svc:443" }, ""},
+		{"valid ipv6 addr", func(s *ServiceInstance) { s.Addr = "[::1]:9000" }, ""},
+		{"valid digits name", func(s *ServiceInstance) { s.Name = "3rd-party" }, ""},
+		{"empty name", func(s *ServiceInstance) { s.Name = "" }, "name"},
+		{"upper-case name", func(s *ServiceInstance) { s.Name = "ImRepo" }, "name"},
+		{"underscore name", func(s *ServiceInstance) { s.Name = "im_repo" }, "name"},
+		{"slash name", func(s *ServiceInstance) { s.Name = "im/repo" }, "name"},
+		{"leading dash name", func(s *ServiceInstance) { s.Name = "-repo" }, "name"},
+		{"trailing dash name", func(s *ServiceInstance) { s.Name = "repo-" }, "name"},
+		{"long name", func(s *ServiceInstance) { s.Name = string(make([]byte, 64)) }, "name"},
+		{"empty id", func(s *ServiceInstance) { s.ID = "" }, "id"},
+		{"slash id", func(s *ServiceInstance) { s.ID = "a/b" }, "id"},
+		{"space id", func(s *ServiceInstance) { s.ID = "a b" }, "id"},
+		{"empty addr", func(s *ServiceInstance) { s.Addr = "" }, "addr"},
+		{"no port", func(s *ServiceInstance) { s.Addr = "127.0.0.1" }, "addr"},
+		{"no host", func(s *ServiceInstance) { s.Addr = ":9000" }, "addr"},
+		{"port zero", func(s *ServiceInstance) { s.Addr = "127.0.0.1:0" }, "addr"},
+		{"port too big", func(s *ServiceInstance) { s.Addr = "127.0.0.1:70000" }, "addr"},
+		{"named port", func(s *ServiceInstance) { s.Addr = "127.0.0.1:http" }, "addr"},
+	}
+	// Validation happens before any I/O, so a client that never connects
+	// proves Register does not reach etcd with bad input.
+	r := NewRegistry(nil, nil, RegistryOptions{})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inst := good
+			tt.edit(&inst)
+			err := inst.Validate()
+			if tt.field == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.ErrorIs(t, err, lifecycle.ErrValidation)
+			var ie *lifecycle.InfraError
+			require.ErrorAs(t, err, &ie)
+			assert.Equal(t, tt.field, ie.Field)
+			assert.Equal(t, "coord", ie.Component)
+
+			err = r.Register(context.Background(), inst)
+			assert.ErrorIs(t, err, lifecycle.ErrValidation)
+		})
+	}
+}
+
+func TestRegistryRegisterDiscoverDeregister(t *testing.T) {
+	e := startEtcd(t)
+	cli := rawClient(t, e)
+	reg := regTestRegistry(t, cli, RegistryOptions{TTL: 5 * time.Second})
+	disc := NewDiscovery(cli, nopLogger())
+	ctx := regTestCtx(t, 10*time.Second)
+
+	a := ServiceInstance{ID: "a", Name: "reg-basic", Addr: "10.0.0.1:9000", Metadata: map[string]string{"zone": "z1"}}
+	b := ServiceInstance{ID: "b", Name: "reg-basic", Addr: "10.0.0.2:9000"}
+	require.NoError(t, reg.Register(ctx, a))
+	require.NoError(t, reg.Register(ctx, b))
+	assert.True(t, reg.Registered("a"))
+	assert.False(t, reg.Registered("nope"))
+
+	got, err := disc.Discover(ctx, "reg-basic")
+	require.NoError(t, err)
+	assert.Equal(t, []ServiceInstance{a, b}, got)
+
+	// The key carries a lease with the configured TTL.
+	resp, err := cli.Get(ctx, ServiceKey("reg-basic", "a"))
+	require.NoError(t, err)
+	require.Len(t, resp.Kvs, 1)
+	ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(resp.Kvs[0].Lease))
+	require.NoError(t, err)
+	assert.Equal(t, int64(5), ttl.GrantedTTL)
+
+	err = reg.Register(ctx, ServiceInstance{ID: "a", Name: "reg-basic", Addr: "10.0.0.9:1"})
+	assert.ErrorIs(t, err, lifecycle.ErrValidation, "duplicate ID")
+
+	require.NoError(t, reg.Deregister(ctx, "a"))
+	assert.False(t, reg.Registered("a"))
+	got, err = disc.Discover(ctx, "reg-basic")
+	require.NoError(t, err)
+	assert.Equal(t, []ServiceInstance{b}, got)
+
+	err = reg.Deregister(ctx, "a")
+	assert.ErrorIs(t, err, lifecycle.ErrValidation, "second deregister")
+	assert.Zero(t, reg.Reregistrations())
+}
+
+func TestRegistryCloseRevokesAllAndLeavesNoGoroutines(t *testing.T) {
+	e := startEtcd(t)
+	check := rawClient(t, e)
+	// Everything started from here on (client, registry, keepers) must be
+	// gone once the registry and its client are closed.
+	ignore := goleak.IgnoreCurrent()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 2 * time.Second, Logger: nopLogger()})
+	require.NoError(t, err)
+	ctx := regTestCtx(t, 10*time.Second)
+
+	reg := NewRegistry(cli, nopLogger(), RegistryOptions{TTL: 2 * time.Second})
+	for _, id := range []string{"x", "y", "z"} {
+		require.NoError(t, reg.Register(ctx, ServiceInstance{ID: id, Name: "reg-close", Addr: "127.0.0.1:1000"}))
+	}
+	require.NoError(t, reg.Close(ctx))
+	require.NoError(t, reg.Close(ctx), "Close is idempotent")
+	assert.False(t, reg.Registered("x"))
+
+	resp, err := check.Get(ctx, ServiceKeyPrefix+"reg-close/", clientv3.WithPrefix())
+	require.NoError(t, err)
+	assert.Empty(t, resp.Kvs, "Close revokes the leases at once")
+	leases, err := check.Leases(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, leases.Leases)
+
+	err = reg.Register(ctx, ServiceInstance{ID: "late", Name: "reg-close", Addr: "127.0.0.1:1000"})
+	assert.ErrorIs(t, err, lifecycle.ErrInternal, "register after close")
+
+	require.NoError(t, cli.Close())
+	goleak.VerifyNone(t, ignore)
+}
+
+func TestRegistryReregistersAfterLeaseRevoked(t *testing.T) {
+	e := startEtcd(t)
+	cli := rawClient(t, e)
+	other := rawClient(t, e)
+	reg := regTestRegistry(t, cli, RegistryOptions{TTL: 5 * time.Second, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond})
+	ctx := regTestCtx(t, 15*time.Second)
+	inst := ServiceInstance{ID: "r1", Name: "reg-revoke", Addr: "127.0.0.1:7000"}
+	require.NoError(t, reg.Register(ctx, inst))
+
+	key := ServiceKey(inst.Name, inst.ID)
+	before := regTestLease(t, other, key)
+	// An operator (or a bug elsewhere) revokes the lease: the key vanishes
+	// and the server answers the next keepalive with TTL 0.
+	_, err := other.Revoke(ctx, before)
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool {
+		return reg.Reregistrations() == 1 && reg.Registered(inst.ID)
+	}, 10*time.Second, 20*time.Millisecond)
+	after := regTestLease(t, other, key)
+	assert.NotEqual(t, before, after)
+	got, err := NewDiscovery(other, nopLogger()).Discover(ctx, inst.Name)
+	require.NoError(t, err)
+	assert.Equal(t, []ServiceInstance{inst}, got)
+}
+
+func TestRegistryReregistersAfterOutageLongerThanTTL(t *testing.T) {
+	e := startEtcd(t)
+	cli := rawClient(t, e)
+	const ttl = time.Second
+	core, logs := observer.New(zap.InfoLevel)
+	reg := NewRegistry(cli, zap.New(core), RegistryOptions{TTL: ttl, RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, RequestTimeout: time.Second})
+	t.Cleanup(func() { _ = reg.Close(context.Background()) })
+	ctx := regTestCtx(t, 60*time.Second)
+	inst := ServiceInstance{ID: "o1", Name: "reg-outage", Addr: "127.0.0.1:7001"}
+	require.NoError(t, reg.Register(ctx, inst))
+	key := ServiceKey(inst.Name, inst.ID)
+	before := regTestLease(t, cli, key)
+
+	start := time.Now()
+	e.Stop()
+	t.Logf("etcd stopped in %v", time.Since(start).Round(time.Millisecond))
+	// With no renewal for a whole TTL the client gives the lease up, and the
+	// registry must notice that while etcd is still down.
+	require.Eventually(t, func() bool { return !reg.Registered(inst.ID) }, 5*time.Second, 20*time.Millisecond)
+	t.Logf("loss detected %v after stop began", time.Since(start).Round(time.Millisecond))
+	time.Sleep(3 * ttl) // well past expiry by any clock
+	require.NoError(t, e.Restart())
+	restarted := time.Now()
+
+	require.Eventually(t, func() bool { return reg.Registered(inst.ID) }, 20*time.Second, 20*time.Millisecond)
+	t.Logf("re-registered %v after etcd restart", time.Since(restarted).Round(time.Millisecond))
+	assert.Positive(t, reg.Reregistrations())
+
+	after := regTestLease(t, cli, key)
+	assert.NotEqual(t, before, after, "the key is held by a fresh lease")
+	// The registration is kept alive, not merely rewritten once: it outlives
+	// several TTLs, and the old lease (which a restarted leader may have
+	// extended) no longer holds it.
+	time.Sleep(2*ttl + 500*time.Millisecond)
+	got, err := NewDiscovery(cli, nopLogger()).Discover(ctx, inst.Name)
+	require.NoError(t, err)
+	assert.Equal(t, []ServiceInstance{inst}, got)
+	ttlResp, err := cli.TimeToLive(ctx, after)
+	require.NoError(t, err)
+	// TTL is whole seconds left, so 0 is a live 1s lease; -1 means gone.
+	assert.GreaterOrEqual(t, ttlResp.TTL, int64(0))
+	assert.True(t, reg.Registered(inst.ID))
+
+	// Both the loss and the recovery are logged, never silent.
+	assert.Equal(t, 1, logs.FilterMessageSnippet("registration lost").FilterLevelExact(zap.WarnLevel).Len())
+	assert.Equal(t, 1, logs.FilterMessageSnippet("re-registered").FilterLevelExact(zap.InfoLevel).Len())
+}
+
+func TestRegistryRegisterFailsWhenEtcdDown(t *testing.T) {
+	e := startEtcd(t)
+	cli := rawClient(t, e)
+	reg := regTestRegistry(t, cli, RegistryOptions{})
+	e.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := reg.Register(ctx, ServiceInstance{ID: "d1", Name: "reg-down", Addr: "127.0.0.1:7002"})
+	require.Error(t, err)
+	assert.True(t, errors.Is(err, lifecycle.ErrTimeout) || errors.Is(err, lifecycle.ErrConnection), "got %v", err)
+	assert.False(t, reg.Registered("d1"))
+	// The failed registration released its ID.
+	require.NoError(t, e.Restart())
+	require.NoError(t, reg.Register(regTestCtx(t, 10*time.Second), ServiceInstance{ID: "d1", Name: "reg-down", Addr: "127.0.0.1:7002"}))
+}
+
+func regTestLease(t *testing.T, cli *clientv3.Client, key string) clientv3.LeaseID {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, key)
+	require.NoError(t, err)
+	require.Len(t, resp.Kvs, 1, "key %s", key)
+	return clientv3.LeaseID(resp.Kvs[0].Lease)
+}
+
+func TestRegistryBackoffBounds(t *testing.T) {
+	lo, hi := 100*time.Millisecond, 5*time.Second
+	for attempt := range 40 {
+		want := min(lo<<min(attempt, 20), hi)
+		for range 50 {
+			d := regBackoff(attempt, lo, hi)
+			require.GreaterOrEqual(t, d, want/2, "attempt %d", attempt)
+			require.LessOrEqual(t, d, want, "attempt %d", attempt)
+		}
+	}
+}
