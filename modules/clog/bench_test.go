@@ -19,10 +19,6 @@ import (
 
 const benchElapsed = 1500 * time.Millisecond
 
-func discardCore() zapcore.Core {
-	return zapcore.NewCore(zapcore.NewJSONEncoder(encoderConfig(FormatJSON, true)), zapcore.AddSync(io.Discard), zapcore.DebugLevel)
-}
-
 func benchZap(opts ...zap.Option) *zap.Logger {
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(encoderConfig(FormatJSON, true)), zapcore.AddSync(io.Discard), zapcore.InfoLevel)
 	return zap.New(core, opts...)

@@ -1,12 +1,12 @@
 package coord
 
 import (
-	"math/rand/v2"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
