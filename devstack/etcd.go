@@ -70,6 +70,19 @@ func StartEtcd(opts EtcdOptions) (*Etcd, error) {
 // does instead of waiting for etcd's graceful shutdown of open watches.
 func (e *Etcd) Endpoint() string { return "http://" + e.proxy.Addr() }
 
+// DirectEndpoint is the server's own client URL, bypassing the proxy: a
+// test can keep writing (and compacting) through it while Disconnect has
+// cut the clients under test off.
+func (e *Etcd) DirectEndpoint() string { return e.clientURL.String() }
+
+// Disconnect drops every client connection made through Endpoint and
+// refuses new ones, while the server keeps running: a network partition
+// between the clients and etcd. Reconnect ends it.
+func (e *Etcd) Disconnect() { e.proxy.Close() }
+
+// Reconnect lets clients reach the server again after Disconnect.
+func (e *Etcd) Reconnect() error { return e.proxy.Open() }
+
 // Endpoints returns the client URLs, ready for clientv3.Config.
 func (e *Etcd) Endpoints() []string { return []string{e.Endpoint()} }
 

@@ -88,7 +88,8 @@ func BenchmarkConfigPropagation(b *testing.B) {
 // BenchmarkConfigBurst writes 500 documents back to back and reports how long
 // after the last put returned the final one was seen (raw) or applied
 // (value). During the value burst a reader calls Get in a loop and counts
-// reads that see an empty, zero or invalid config (fail-reads, target 0).
+// reads that see an empty, zero or torn config (fail-reads, target 0): each
+// document sets m = 2n, so a reader seeing m != 2n saw half of an update.
 func BenchmarkConfigBurst(b *testing.B) {
 	const burst = 500
 	e := startEtcd(b)
@@ -164,7 +165,7 @@ func BenchmarkConfigBurst(b *testing.B) {
 				}
 				for range 1024 {
 					got := v.Get()
-					if got.N <= 0 || got.Level == "" {
+					if got.N <= 0 || got.Level == "" || got.M != 2*got.N {
 						fails.Add(1)
 					}
 				}
@@ -177,7 +178,8 @@ func BenchmarkConfigBurst(b *testing.B) {
 			seq++
 			final.Store(int64(seq * burst))
 			for j := 1; j <= burst; j++ {
-				if _, err := writer.Put(ctx, key, fmt.Sprintf(`{"n":%d}`, (seq-1)*burst+j)); err != nil {
+				n := (seq-1)*burst + j
+				if _, err := writer.Put(ctx, key, fmt.Sprintf(`{"n":%d,"m":%d}`, n, 2*n)); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -194,4 +196,84 @@ func BenchmarkConfigBurst(b *testing.B) {
 		b.ReportMetric(float64(reads.Load()), "reads")
 		b.ReportMetric(float64(fails.Load()), "fail-reads")
 	})
+}
+
+// BenchmarkConfigAfterRestart stops and restarts etcd each iteration, then
+// writes one update as soon as etcd answers (through a fresh client, which
+// has no reconnect backoff) and reports how long after that moment it was
+// seen by a raw clientv3 Watch with default gRPC backoff and applied by a
+// config.Value on coord's client. Both watch the same etcd in the same run.
+// Run with -benchtime=Nx: each iteration restarts etcd.
+func BenchmarkConfigAfterRestart(b *testing.B) {
+	e := startEtcd(b)
+	ctx := context.Background()
+	key := config.Key("dev", "svc", "restart")
+
+	rawWatcher := rawClient(b, e)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rawSeen := make(chan int, 16)
+	wch := rawWatcher.Watch(wctx, key)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() {
+		for resp := range wch {
+			for _, ev := range resp.Events {
+				var n int
+				_, _ = fmt.Sscanf(string(ev.Kv.Value), `{"n":%d}`, &n)
+				rawSeen <- n
+			}
+		}
+	})
+
+	c := cliNew(b, cliConfig(e), nil)
+	_ = c.Start(ctx)
+	v := config.NewValue[cfgSchema]("restart", NewSource(c), cfgIdentity)
+	if err := v.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = v.Stop(ctx) }()
+	applied := make(chan int, 16)
+	defer v.Subscribe(func(_, n cfgSchema) { applied <- n.N })()
+
+	var rawLat, valueLat []time.Duration
+	for i := range b.N {
+		b.StopTimer()
+		e.Stop()
+		if err := e.Restart(); err != nil {
+			b.Fatal(err)
+		}
+		writer := rawClient(b, e) // answers only once etcd does
+		back := time.Now()
+		n := i + 1
+		b.StartTimer()
+		if _, err := writer.Put(ctx, key, fmt.Sprintf(`{"n":%d}`, n)); err != nil {
+			b.Fatal(err)
+		}
+		var rawAt, valueAt time.Time
+		for rawAt.IsZero() || valueAt.IsZero() {
+			select {
+			case got := <-rawSeen:
+				if got == n {
+					rawAt = time.Now()
+				}
+			case got := <-applied:
+				if got == n {
+					valueAt = time.Now()
+				}
+			}
+		}
+		rawLat = append(rawLat, rawAt.Sub(back))
+		valueLat = append(valueLat, valueAt.Sub(back))
+		_ = writer.Close()
+	}
+	b.StopTimer()
+	slices.Sort(rawLat)
+	slices.Sort(valueLat)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(rawLat[len(rawLat)/2]), "raw-p50-ms")
+	b.ReportMetric(ms(rawLat[len(rawLat)-1]), "raw-max-ms")
+	b.ReportMetric(ms(valueLat[len(valueLat)/2]), "value-p50-ms")
+	b.ReportMetric(ms(valueLat[len(valueLat)-1]), "value-max-ms")
 }

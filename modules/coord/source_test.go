@@ -301,9 +301,12 @@ func TestSourceLoadEtcdDown(t *testing.T) {
 type cfgSchema struct {
 	Level string `json:"level"`
 	N     int    `json:"n"`
+	// M is written as 2*N by the burst benchmark, so a reader can tell a
+	// torn (half-applied) config from a whole one.
+	M int `json:"m"`
 }
 
-func (cfgSchema) Defaults() cfgSchema { return cfgSchema{Level: "info", N: 1} }
+func (cfgSchema) Defaults() cfgSchema { return cfgSchema{Level: "info", N: 1, M: 2} }
 
 func (s cfgSchema) Validate() error {
 	if s.N <= 0 {
