@@ -2,25 +2,11 @@ package coord
 
 import (
 	"context"
-	"slices"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
-
-// lkReportLatency adds p50 and p99 of samples to b's results.
-func lkReportLatency(b *testing.B, samples []time.Duration) {
-	if len(samples) == 0 {
-		return
-	}
-	slices.Sort(samples)
-	at := func(q float64) float64 {
-		return float64(samples[int(q*float64(len(samples)-1))].Microseconds()) / 1000
-	}
-	b.ReportMetric(at(0.50), "p50-ms")
-	b.ReportMetric(at(0.99), "p99-ms")
-}
 
 // BenchmarkLockAcquireUnlock measures an uncontended Acquire+Unlock against
 // etcd's raw concurrency.Mutex Lock+Unlock on the same embedded server in
@@ -52,7 +38,7 @@ func BenchmarkLockAcquireUnlock(b *testing.B) {
 			samples = append(samples, time.Since(start))
 		}
 		b.StopTimer()
-		lkReportLatency(b, samples)
+		reportLatency(b, samples)
 	})
 
 	b.Run("raw-mutex", func(b *testing.B) {
@@ -76,6 +62,6 @@ func BenchmarkLockAcquireUnlock(b *testing.B) {
 			samples = append(samples, time.Since(start))
 		}
 		b.StopTimer()
-		lkReportLatency(b, samples)
+		reportLatency(b, samples)
 	})
 }

@@ -3,7 +3,6 @@ package coord
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
@@ -34,20 +33,6 @@ func regBenchSetup(b *testing.B, name string) (*clientv3.Client, *Discovery) {
 	return cli, NewDiscovery(cli, nopLogger())
 }
 
-// regReportLatency adds p50/p99 (ms) of the recorded samples.
-func regReportLatency(b *testing.B, samples []time.Duration) {
-	if len(samples) == 0 {
-		return
-	}
-	slices.Sort(samples)
-	at := func(q float64) float64 {
-		i := int(q * float64(len(samples)-1))
-		return float64(samples[i]) / float64(time.Millisecond)
-	}
-	b.ReportMetric(at(0.50), "p50-ms")
-	b.ReportMetric(at(0.99), "p99-ms")
-}
-
 // BenchmarkDiscover measures Discover of a 10-instance service: a
 // linearizable prefix Get plus decoding and sorting.
 func BenchmarkDiscover(b *testing.B) {
@@ -64,7 +49,7 @@ func BenchmarkDiscover(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	regReportLatency(b, samples)
+	reportLatency(b, samples)
 }
 
 // BenchmarkDiscoverRawGet is the baseline: the same prefix Get on clientv3.
@@ -83,7 +68,7 @@ func BenchmarkDiscoverRawGet(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	regReportLatency(b, samples)
+	reportLatency(b, samples)
 }
 
 // BenchmarkRegistryRegisterToWatch measures from the start of Register (lease
@@ -119,7 +104,7 @@ func BenchmarkRegistryRegisterToWatch(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
-	regReportLatency(b, samples)
+	reportLatency(b, samples)
 }
 
 // BenchmarkRegistryRegisterToWatchRaw is the baseline: Grant + Put with the
@@ -154,5 +139,5 @@ func BenchmarkRegistryRegisterToWatchRaw(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
-	regReportLatency(b, samples)
+	reportLatency(b, samples)
 }

@@ -13,19 +13,6 @@ import (
 	"github.com/gochat/im-infra/config"
 )
 
-// cfgPercentiles reports p50 and p99 of lat in milliseconds.
-func cfgPercentiles(b *testing.B, lat []time.Duration) {
-	if len(lat) == 0 {
-		return
-	}
-	slices.Sort(lat)
-	at := func(q float64) float64 {
-		return float64(lat[int(q*float64(len(lat)-1))]) / float64(time.Millisecond)
-	}
-	b.ReportMetric(at(0.50), "p50-ms")
-	b.ReportMetric(at(0.99), "p99-ms")
-}
-
 // BenchmarkConfigPropagation measures put → seen: for raw, a clientv3 Watch
 // event received; for value, a typed, validated config.Value applied and its
 // subscriber called. Both run in the same process against the same embedded
@@ -52,7 +39,7 @@ func BenchmarkConfigPropagation(b *testing.B) {
 			lat = append(lat, time.Since(start))
 		}
 		b.StopTimer()
-		cfgPercentiles(b, lat)
+		reportLatency(b, lat)
 	})
 
 	b.Run("value", func(b *testing.B) {
@@ -81,7 +68,7 @@ func BenchmarkConfigPropagation(b *testing.B) {
 			lat = append(lat, time.Since(start))
 		}
 		b.StopTimer()
-		cfgPercentiles(b, lat)
+		reportLatency(b, lat)
 	})
 }
 
@@ -134,7 +121,7 @@ func BenchmarkConfigBurst(b *testing.B) {
 			tail = append(tail, max(at.Sub(putDone), 0))
 		}
 		b.StopTimer()
-		cfgPercentiles(b, tail)
+		reportLatency(b, tail)
 	})
 
 	b.Run("value", func(b *testing.B) {
@@ -192,7 +179,7 @@ func BenchmarkConfigBurst(b *testing.B) {
 		b.StopTimer()
 		close(stop)
 		wg.Wait()
-		cfgPercentiles(b, tail)
+		reportLatency(b, tail)
 		b.ReportMetric(float64(reads.Load()), "reads")
 		b.ReportMetric(float64(fails.Load()), "fail-reads")
 	})

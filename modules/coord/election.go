@@ -71,7 +71,7 @@ type elTerm struct {
 // no I/O.
 func NewElection(cli *clientv3.Client, log *zap.Logger, name string, ttl time.Duration) (*Election, error) {
 	if cli == nil {
-		return nil, lifecycle.ValidationError(lkComponent, "client", "etcd client is nil")
+		return nil, lifecycle.ValidationError(component, "client", "etcd client is nil")
 	}
 	if err := lkValidateName("name", name); err != nil {
 		return nil, err
@@ -102,7 +102,7 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	closed, t := e.closed, e.term
 	e.mu.Unlock()
 	if closed {
-		return lifecycle.NewError(lifecycle.TypeValidation, lkComponent, "election.campaign", "election is closed")
+		return lifecycle.NewError(lifecycle.TypeValidation, component, "election.campaign", "election is closed")
 	}
 	if t != nil && t.lease.ctx.Err() == nil {
 		return e.elProclaim(ctx, t, value)
@@ -151,10 +151,10 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	ccancel()
 	switch {
 	case ctx.Err() == nil && lease.lost():
-		return &lifecycle.InfraError{Type: lifecycle.TypeConnection, Component: lkComponent, Op: "election.campaign",
+		return &lifecycle.InfraError{Type: lifecycle.TypeConnection, Component: component, Op: "election.campaign",
 			Field: e.name, Message: "lease lost while campaigning", Cause: err}
 	case ctx.Err() == nil && e.closing.Err() != nil:
-		return lifecycle.NewError(lifecycle.TypeValidation, lkComponent, "election.campaign", "election is closed")
+		return lifecycle.NewError(lifecycle.TypeValidation, component, "election.campaign", "election is closed")
 	}
 	return lkRPCError("election.campaign", e.name, err)
 }

@@ -66,7 +66,7 @@ type IDAllocator struct {
 // does no I/O.
 func NewIDAllocator(cli *clientv3.Client, log *zap.Logger, opts IDAllocatorOptions) (*IDAllocator, error) {
 	if cli == nil {
-		return nil, lifecycle.ValidationError(lkComponent, "client", "etcd client is nil")
+		return nil, lifecycle.ValidationError(component, "client", "etcd client is nil")
 	}
 	if log == nil {
 		log = zap.NewNop()
@@ -86,7 +86,7 @@ func NewIDAllocator(cli *clientv3.Client, log *zap.Logger, opts IDAllocatorOptio
 		opts.Max = DefaultIDMax
 	}
 	if opts.Max < 1 || opts.Max > idMaxLimit {
-		return nil, lifecycle.ValidationError(lkComponent, "max",
+		return nil, lifecycle.ValidationError(component, "max",
 			fmt.Sprintf("must be between 1 and %d, got %d", idMaxLimit, opts.Max))
 	}
 	if opts.TTL == 0 {
@@ -162,7 +162,7 @@ func (a *IDAllocator) idClaim(ctx context.Context, lease *lkLease) (int, error) 
 		}
 		kvs = tr.Responses[0].GetResponseRange().Kvs
 	}
-	return 0, lifecycle.NewError(lifecycle.TypeTimeout, lkComponent, "id.acquire",
+	return 0, lifecycle.NewError(lifecycle.TypeTimeout, component, "id.acquire",
 		fmt.Sprintf("gave up after %d claims lost to peers under %q", idMaxAttempts, a.opts.Prefix))
 }
 

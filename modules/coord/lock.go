@@ -31,8 +31,6 @@ var (
 // otherwise.
 const DefaultLockPrefix = "/locks/"
 
-const lkComponent = "coord"
-
 // lkCleanupTimeout bounds the lease revoke that cleans up after a failed or
 // cancelled acquire: the caller's ctx is already done, and if etcd does not
 // answer in this time the lease expires on its own within its TTL anyway.
@@ -70,7 +68,7 @@ type Locker struct {
 // NewLocker returns a Locker on cli. It does no I/O.
 func NewLocker(cli *clientv3.Client, log *zap.Logger, opts LockerOptions) (*Locker, error) {
 	if cli == nil {
-		return nil, lifecycle.ValidationError(lkComponent, "client", "etcd client is nil")
+		return nil, lifecycle.ValidationError(component, "client", "etcd client is nil")
 	}
 	if log == nil {
 		log = zap.NewNop()
@@ -161,7 +159,7 @@ func (lk *Locker) lkAcquire(ctx context.Context, op, key string, ttl time.Durati
 		case errors.Is(err, ErrLockHeld):
 			return nil, fmt.Errorf("coord: lock %q: %w", key, ErrLockHeld)
 		case ctx.Err() == nil && lease.lost():
-			return nil, &lifecycle.InfraError{Type: lifecycle.TypeConnection, Component: lkComponent, Op: op,
+			return nil, &lifecycle.InfraError{Type: lifecycle.TypeConnection, Component: component, Op: op,
 				Field: key, Message: "lease lost while waiting", Cause: ErrLockLost}
 		}
 		return nil, lkRPCError(op, key, err)
@@ -444,7 +442,7 @@ func lkSeconds(ttl time.Duration) int64 { return int64((ttl + time.Second - 1) /
 
 func lkValidateTTL(ttl time.Duration) error {
 	if ttl < time.Second {
-		return lifecycle.ValidationError(lkComponent, "ttl",
+		return lifecycle.ValidationError(component, "ttl",
 			fmt.Sprintf("must be at least 1s because etcd leases count whole seconds, got %s", ttl))
 	}
 	return nil
@@ -455,9 +453,9 @@ func lkValidateTTL(ttl time.Duration) error {
 func lkValidateName(field, name string) error {
 	switch {
 	case name == "":
-		return lifecycle.ValidationError(lkComponent, field, "must not be empty")
+		return lifecycle.ValidationError(component, field, "must not be empty")
 	case strings.Contains(name, "/"):
-		return lifecycle.ValidationError(lkComponent, field,
+		return lifecycle.ValidationError(component, field,
 			fmt.Sprintf("%q must not contain '/' (one name must not be a key prefix of another; use ':' to nest)", name))
 	}
 	return nil
@@ -469,7 +467,7 @@ func lkPrefix(prefix, def string) (string, error) {
 		prefix = def
 	}
 	if !strings.HasPrefix(prefix, "/") {
-		return "", lifecycle.ValidationError(lkComponent, "prefix", fmt.Sprintf("%q must start with '/'", prefix))
+		return "", lifecycle.ValidationError(component, "prefix", fmt.Sprintf("%q must start with '/'", prefix))
 	}
 	if !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
@@ -485,5 +483,5 @@ func lkRPCError(op, key string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		typ, msg = lifecycle.TypeTimeout, "context ended"
 	}
-	return &lifecycle.InfraError{Type: typ, Component: lkComponent, Op: op, Field: key, Message: msg, Cause: err}
+	return &lifecycle.InfraError{Type: typ, Component: component, Op: op, Field: key, Message: msg, Cause: err}
 }

@@ -2,6 +2,7 @@ package coord
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -40,4 +41,18 @@ func rawClient(t testing.TB, e *devstack.Etcd) *clientv3.Client {
 	_, err = cli.Get(ctx, "probe")
 	require.NoError(t, err)
 	return cli
+}
+
+// reportLatency adds the p50 and p99 of samples, in milliseconds, to b's
+// results.
+func reportLatency(b *testing.B, samples []time.Duration) {
+	if len(samples) == 0 {
+		return
+	}
+	slices.Sort(samples)
+	at := func(q float64) float64 {
+		return float64(samples[int(q*float64(len(samples)-1))]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(at(0.50), "p50-ms")
+	b.ReportMetric(at(0.99), "p99-ms")
 }

@@ -48,26 +48,26 @@ func (s ServiceInstance) Validate() error {
 	}
 	switch {
 	case s.ID == "":
-		return lifecycle.ValidationError(regComponent, "id", "instance ID is empty")
+		return lifecycle.ValidationError(component, "id", "instance ID is empty")
 	case len(s.ID) > 128:
-		return lifecycle.ValidationError(regComponent, "id", "instance ID is longer than 128 bytes")
+		return lifecycle.ValidationError(component, "id", "instance ID is longer than 128 bytes")
 	}
 	for _, c := range []byte(s.ID) {
 		// The ID is a path element of the key; a slash would make it look
 		// like another service's instance to a prefix read.
 		if c == '/' || c <= ' ' || c == 0x7f {
-			return lifecycle.ValidationError(regComponent, "id", "instance ID must not contain '/', spaces or control characters")
+			return lifecycle.ValidationError(component, "id", "instance ID must not contain '/', spaces or control characters")
 		}
 	}
 	host, port, err := net.SplitHostPort(s.Addr)
 	if err != nil {
-		return lifecycle.ValidationError(regComponent, "addr", "address must be host:port: "+err.Error())
+		return lifecycle.ValidationError(component, "addr", "address must be host:port: "+err.Error())
 	}
 	if host == "" {
-		return lifecycle.ValidationError(regComponent, "addr", "address has no host")
+		return lifecycle.ValidationError(component, "addr", "address has no host")
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return lifecycle.ValidationError(regComponent, "addr", "port must be a number in 1..65535")
+		return lifecycle.ValidationError(component, "addr", "port must be a number in 1..65535")
 	}
 	return nil
 }
@@ -77,15 +77,15 @@ func (s ServiceInstance) Validate() error {
 // and in "etcd:///name" gRPC targets, so anything looser causes trouble there.
 func regValidateName(name string) error {
 	if name == "" {
-		return lifecycle.ValidationError(regComponent, "name", "service name is empty")
+		return lifecycle.ValidationError(component, "name", "service name is empty")
 	}
 	if len(name) > 63 {
-		return lifecycle.ValidationError(regComponent, "name", "service name is longer than 63 bytes")
+		return lifecycle.ValidationError(component, "name", "service name is longer than 63 bytes")
 	}
 	for i, c := range []byte(name) {
 		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0 && i < len(name)-1
 		if !ok {
-			return lifecycle.ValidationError(regComponent, "name", "service name must be a DNS label: a-z, 0-9 and inner '-'")
+			return lifecycle.ValidationError(component, "name", "service name must be a DNS label: a-z, 0-9 and inner '-'")
 		}
 	}
 	return nil
@@ -106,13 +106,13 @@ func regEncode(inst ServiceInstance) (string, error) {
 	if len(inst.Metadata) > 0 {
 		md, err := json.Marshal(inst.Metadata)
 		if err != nil {
-			return "", lifecycle.InternalError(regComponent, "register", "encode metadata", err)
+			return "", lifecycle.InternalError(component, "register", "encode metadata", err)
 		}
 		rec.Metadata = md
 	}
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return "", lifecycle.InternalError(regComponent, "register", "encode instance", err)
+		return "", lifecycle.InternalError(component, "register", "encode instance", err)
 	}
 	return string(b), nil
 }
@@ -257,11 +257,11 @@ func (r *Registry) Register(ctx context.Context, inst ServiceInstance) error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return lifecycle.NewError(lifecycle.TypeInternal, regComponent, "register", "registry is closed")
+		return lifecycle.NewError(lifecycle.TypeInternal, component, "register", "registry is closed")
 	}
 	if _, dup := r.entries[inst.ID]; dup {
 		r.mu.Unlock()
-		return lifecycle.ValidationError(regComponent, "id", "instance "+strconv.Quote(inst.ID)+" is already registered")
+		return lifecycle.ValidationError(component, "id", "instance "+strconv.Quote(inst.ID)+" is already registered")
 	}
 	e := &regEntry{inst: inst, key: ServiceKey(inst.Name, inst.ID), value: value, done: make(chan struct{})}
 	// The entry's context belongs to the Registry, not to the caller: the
@@ -281,7 +281,7 @@ func (r *Registry) Register(ctx context.Context, inst ServiceInstance) error {
 	if err == nil && e.ctx.Err() != nil {
 		// Deregister or Close raced this call and won.
 		r.regRevoke(lease)
-		err = lifecycle.NewError(lifecycle.TypeInternal, regComponent, "register", "registration cancelled by Deregister or Close")
+		err = lifecycle.NewError(lifecycle.TypeInternal, component, "register", "registration cancelled by Deregister or Close")
 	}
 	if err != nil {
 		r.mu.Lock()
@@ -315,7 +315,7 @@ func (r *Registry) Deregister(ctx context.Context, id string) error {
 	}
 	r.mu.Unlock()
 	if !ok {
-		return lifecycle.ValidationError(regComponent, "id", "instance "+strconv.Quote(id)+" is not registered")
+		return lifecycle.ValidationError(component, "id", "instance "+strconv.Quote(id)+" is not registered")
 	}
 	return r.regStop(ctx, e)
 }
@@ -368,7 +368,7 @@ func (r *Registry) regStop(ctx context.Context, e *regEntry) error {
 	select {
 	case <-e.done:
 	case <-ctx.Done():
-		return lifecycle.TimeoutError(regComponent, "deregister", ctx.Err()).WithField(e.inst.ID)
+		return lifecycle.TimeoutError(component, "deregister", ctx.Err()).WithField(e.inst.ID)
 	}
 	e.live.Store(false)
 	lease := clientv3.LeaseID(e.lease.Load())
@@ -529,10 +529,7 @@ func regCloneMetadata(md map[string]string) map[string]string {
 // TIMEOUT, everything else CONNECTION.
 func regEtcdError(op string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return lifecycle.TimeoutError(regComponent, op, err)
+		return lifecycle.TimeoutError(component, op, err)
 	}
-	return lifecycle.ConnectionError(regComponent, op, err)
+	return lifecycle.ConnectionError(component, op, err)
 }
-
-// regComponent is the InfraError component of every error in this file set.
-const regComponent = "coord"
