@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -31,7 +30,7 @@ type AdminOptions struct {
 	// Addr is the listen address. Default DefaultAdminAddr; ":0" or
 	// "127.0.0.1:0" picks a free port (read it back with AdminServer.Addr).
 	Addr string
-	// EnablePprof mounts net/http/pprof under /debug/pprof/. Default off:
+	// EnablePprof mounts the pprof endpoints under /debug/pprof/. Default off:
 	// profiles reveal code paths and command lines.
 	EnablePprof bool
 }
@@ -84,17 +83,6 @@ func (s *AdminServer) Configure(opts AdminOptions) {
 		opts.Addr = DefaultAdminAddr
 	}
 	s.opts = opts
-}
-
-func (s *AdminServer) mountPprof() {
-	s.pprofOnce.Do(func() {
-		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		s.mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol) // go tool pprof posts addresses here
-		s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	})
 }
 
 // Handle mounts h at pattern (http.ServeMux syntax), e.g. the Prometheus

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -234,11 +235,41 @@ func TestAdminPprof(t *testing.T) {
 	}
 	for _, tt := range tests {
 		s := startAdmin(t, AdminOptions{EnablePprof: tt.enabled}, nil, nil)
-		for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1", "/debug/pprof/cmdline"} {
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1", "/debug/pprof/goroutine", "/debug/pprof/cmdline", "/debug/pprof/profile?seconds=1", "/debug/pprof/trace?seconds=1"} {
 			code, _ := get(t, s.Addr(), path)
 			assert.Equal(t, tt.want, code, "pprof enabled=%v %s", tt.enabled, path)
 		}
 	}
+}
+
+func TestAdminPprofServesRealProfiles(t *testing.T) {
+	s := startAdmin(t, AdminOptions{EnablePprof: true}, nil, nil)
+	code, body := get(t, s.Addr(), "/debug/pprof/")
+	require.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, "goroutine")
+	assert.Contains(t, body, "heap")
+
+	code, body = get(t, s.Addr(), "/debug/pprof/goroutine?debug=1")
+	require.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, "TestAdminPprofServesRealProfiles")
+
+	// The CPU profile is a gzipped protobuf, as go tool pprof expects.
+	code, body = get(t, s.Addr(), "/debug/pprof/profile?seconds=1")
+	require.Equal(t, http.StatusOK, code)
+	require.Greater(t, len(body), 2)
+	assert.Equal(t, "\x1f\x8b", body[:2], "gzip magic")
+
+	code, _ = get(t, s.Addr(), "/debug/pprof/nosuch")
+	assert.Equal(t, http.StatusNotFound, code)
+	for _, bad := range []string{"0", "-1", "x", "301"} {
+		code, _ = get(t, s.Addr(), "/debug/pprof/profile?seconds="+bad)
+		assert.Equal(t, http.StatusBadRequest, code, bad)
+	}
+}
+
+func TestPprofStaysOffTheDefaultMux(t *testing.T) {
+	_, pattern := http.DefaultServeMux.Handler(httptest.NewRequest(http.MethodGet, "/debug/pprof/", nil))
+	assert.Empty(t, pattern, "nothing in lifecycle registers pprof on http.DefaultServeMux")
 }
 
 func TestAdminHandleMetricsSlot(t *testing.T) {
