@@ -348,3 +348,18 @@ func TestSnapshotCorrupt(t *testing.T) {
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, lifecycle.ErrConfig))
 }
+
+func TestValueSnapshotRefreshedWhenSourceReturns(t *testing.T) {
+	snap := config.NewSnapshot(filepath.Join(t.TempDir(), "snap.json"))
+	src := config.NewMemorySource()
+	src.Set(serviceKey, []byte(`{"poolSize":8}`))
+	src.SetDown(true)
+	v := startValue(t, src, config.WithSnapshot(snap), config.WithLoadTimeout(50*time.Millisecond), config.WithRetry(5*time.Millisecond, 20*time.Millisecond))
+	require.True(t, v.Degraded())
+	src.SetDown(false)
+	require.Eventually(t, func() bool { return v.Get().PoolSize == 8 }, 2*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		docs, err := snap.Load(serviceKey)
+		return err == nil && len(docs) == 1 && string(docs[0].Data) == `{"poolSize":8}`
+	}, 2*time.Second, 5*time.Millisecond, "the documents loaded on recovery are saved")
+}

@@ -28,9 +28,11 @@ type snapshotFile struct {
 	Documents map[string]snapshotDocument `json:"documents"`
 }
 
+// snapshotDocument keeps Data as a string, byte for byte: a RawMessage
+// would be re-indented on save and no longer compare equal to the source's.
 type snapshotDocument struct {
-	Revision int64           `json:"revision"`
-	Data     json.RawMessage `json:"data"`
+	Revision int64  `json:"revision"`
+	Data     string `json:"data"`
 }
 
 // NewSnapshot uses the file at path; its directory is created on first save.
@@ -52,7 +54,7 @@ func (s *Snapshot) Save(docs ...Document) error {
 			delete(f.Documents, d.Key)
 			continue
 		}
-		f.Documents[d.Key] = snapshotDocument{Revision: d.Revision, Data: json.RawMessage(d.Data)}
+		f.Documents[d.Key] = snapshotDocument{Revision: d.Revision, Data: string(d.Data)}
 	}
 	f.SavedAt = time.Now().UTC()
 	b, err := json.MarshalIndent(f, "", "  ")

@@ -194,6 +194,11 @@ func (v *Value[T]) load(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Cleared before applying, so the documents just loaded reach the
+	// snapshot (which is not written while running on it).
+	if v.degraded.Swap(false) {
+		v.opts.log.Info("config source reachable again; reloading config", zap.String("source", v.src.Name()))
+	}
 	v.applyAll(docs)
 	return rev, nil
 }
@@ -213,9 +218,6 @@ func (v *Value[T]) run(ctx context.Context, rev int64, loaded bool) {
 					return
 				}
 				continue
-			}
-			if v.degraded.Swap(false) {
-				v.opts.log.Info("config source reachable again; config reloaded", zap.String("source", v.src.Name()))
 			}
 			delay = v.opts.retryMin
 		}
@@ -305,13 +307,15 @@ func (v *Value[T]) applyDoc(d Document) {
 	}
 	v.mu.Unlock()
 
+	for _, s := range subs {
+		s.fn(*old, next)
+	}
+	// The snapshot is written after subscribers ran, so file I/O never
+	// delays a change reaching the component.
 	if snap != nil && !v.degraded.Load() {
 		if err := v.opts.snapshot.Save(snap...); err != nil {
 			v.opts.log.Warn("config snapshot not written", zap.Error(err))
 		}
-	}
-	for _, s := range subs {
-		s.fn(*old, next)
 	}
 }
 
