@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -44,17 +46,26 @@ func StartEtcd(opts EtcdOptions) (*Etcd, error) {
 		}
 		e.dir, e.ownDir = d, true
 	}
-	cport, err := freePort()
-	if err != nil {
-		return nil, err
+	// Ports are picked free and then bound by etcd, so another process can
+	// take one in between (go test runs packages in parallel): retry with
+	// fresh ports. Listening happens before etcd writes its data dir.
+	var err error
+	for attempt := 0; ; attempt++ {
+		var cport, pport int
+		if cport, err = freePort(); err != nil {
+			return nil, err
+		}
+		if pport, err = freePort(); err != nil {
+			return nil, err
+		}
+		e.clientURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", cport)}
+		e.peerURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", pport)}
+		err = e.start(opts.ReadyTimeout, false)
+		if err == nil || !isAddrInUse(err) || attempt == 9 {
+			break
+		}
 	}
-	pport, err := freePort()
 	if err != nil {
-		return nil, err
-	}
-	e.clientURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", cport)}
-	e.peerURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", pport)}
-	if err := e.start(opts.ReadyTimeout); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -103,7 +114,7 @@ func (e *Etcd) Stop() {
 
 // Restart starts a stopped server again on the same ports and data.
 func (e *Etcd) Restart() error {
-	if err := e.start(0); err != nil {
+	if err := e.start(0, true); err != nil {
 		return err
 	}
 	return e.proxy.Open()
@@ -132,7 +143,10 @@ func (e *Etcd) Close() {
 	}
 }
 
-func (e *Etcd) start(readyTimeout time.Duration) error {
+// start runs the server on e's ports. waitForPorts retries a bind that
+// fails because the port is still in use (a just-stopped server's port can
+// linger), which Restart needs since it must reuse the same ports.
+func (e *Etcd) start(readyTimeout time.Duration, waitForPorts bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.srv != nil {
@@ -157,10 +171,9 @@ func (e *Etcd) start(readyTimeout time.Duration) error {
 		srv *embed.Etcd
 		err error
 	)
-	// A just-closed listener can linger briefly; retry the bind for a moment.
 	for attempt := 0; attempt < 50; attempt++ {
 		srv, err = embed.StartEtcd(cfg)
-		if err == nil || !isAddrInUse(err) {
+		if err == nil || !isAddrInUse(err) || !waitForPorts {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -204,7 +217,8 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// isAddrInUse matches a bind failure; the text check covers errors that
+// etcd flattened with fmt.Errorf("%v").
 func isAddrInUse(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "listen"
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
 }
