@@ -16,7 +16,7 @@ import (
 // Module wires coord into an fx app. It needs a *zap.Logger and a
 // lifecycle.Identity and provides: Config (from IMINFRA_ETCD_*), *Client and
 // its *clientv3.Client, *Source (also as config.Source), *Center, the "coord"
-// health checker, *Registry, *Discovery, the "etcd" gRPC resolver.Builder,
+// health checker, *Registry (and its "registry" health checker), *Discovery, the "etcd" gRPC resolver.Builder,
 // *Locker and *IDAllocator (IDs of the identity's service).
 //
 // The client's hooks are registered when the client is constructed, which is
@@ -31,6 +31,7 @@ var Module = fx.Module(component,
 		NewCenter,
 		lifecycle.AsChecker(NewHealthChecker),
 		newLifecycleRegistry,
+		lifecycle.AsChecker(NewRegistryChecker),
 		newDiscovery,
 		newResolverBuilder,
 		newLifecycleLocker,

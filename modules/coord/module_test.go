@@ -48,9 +48,11 @@ func TestModuleWiringAndStopOrder(t *testing.T) {
 	assert.Same(t, out.Client.Raw(), out.Raw)
 	assert.Equal(t, "etcd", out.Source.Name())
 	assert.Same(t, out.Own, out.Source)
-	require.Len(t, out.Checkers, 1)
-	assert.Equal(t, "coord", out.Checkers[0].Name())
-	assert.Equal(t, lifecycle.Healthy, out.Checkers[0].Check(context.Background()).State)
+	names := map[string]lifecycle.State{}
+	for _, c := range out.Checkers {
+		names[c.Name()] = c.Check(context.Background()).State
+	}
+	assert.Equal(t, map[string]lifecycle.State{"coord": lifecycle.Healthy, "registry": lifecycle.Healthy}, names)
 	_, err := out.Center.Set(context.Background(), "/config/dev/svc/m", []byte("{}"))
 	require.NoError(t, err)
 

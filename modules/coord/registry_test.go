@@ -199,6 +199,8 @@ func TestRegistryReregistersAfterOutageLongerThanTTL(t *testing.T) {
 	require.NoError(t, reg.Register(ctx, inst))
 	key := ServiceKey(inst.Name, inst.ID)
 	before := regTestLease(t, cli, key)
+	health := NewRegistryChecker(reg)
+	require.Equal(t, lifecycle.Healthy, health.Check(ctx).State)
 
 	start := time.Now()
 	e.Stop()
@@ -207,6 +209,9 @@ func TestRegistryReregistersAfterOutageLongerThanTTL(t *testing.T) {
 	// registry must notice that while etcd is still down.
 	require.Eventually(t, func() bool { return !reg.Registered(inst.ID) }, 5*time.Second, 20*time.Millisecond)
 	t.Logf("loss detected %v after stop began", time.Since(start).Round(time.Millisecond))
+	st := health.Check(ctx)
+	assert.Equal(t, lifecycle.Degraded, st.State, "an instance peers cannot discover shows in /readyz")
+	assert.Equal(t, []string{"o1"}, st.Details["reregistering"])
 	time.Sleep(3 * ttl) // well past expiry by any clock
 	require.NoError(t, e.Restart())
 	restarted := time.Now()
@@ -214,6 +219,7 @@ func TestRegistryReregistersAfterOutageLongerThanTTL(t *testing.T) {
 	require.Eventually(t, func() bool { return reg.Registered(inst.ID) }, 20*time.Second, 20*time.Millisecond)
 	t.Logf("re-registered %v after etcd restart", time.Since(restarted).Round(time.Millisecond))
 	assert.Positive(t, reg.Reregistrations())
+	assert.Equal(t, lifecycle.Healthy, health.Check(ctx).State)
 
 	after := regTestLease(t, cli, key)
 	assert.NotEqual(t, before, after, "the key is held by a fresh lease")
