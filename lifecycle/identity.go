@@ -71,8 +71,9 @@ func LoadIdentity(args []string, getenv func(string) string) (Identity, error) {
 	return id, id.validate(extraEnvs(getenv(EnvExtraEnvs)))
 }
 
-// Validate checks the identity against the built-in envs.
-func (id Identity) Validate() error { return id.validate(nil) }
+// Validate checks the identity as LoadIdentity does: the built-in envs plus
+// those the process's IMINFRA_ENVS lists.
+func (id Identity) Validate() error { return id.validate(extraEnvs(os.Getenv(EnvExtraEnvs))) }
 
 func (id Identity) validate(extra []string) error {
 	if id.Service == "" {

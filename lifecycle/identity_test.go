@@ -73,6 +73,14 @@ func TestLoadIdentityDefaults(t *testing.T) {
 	require.NoError(t, id.Validate())
 }
 
+func TestIdentityValidateHonoursExtraEnvs(t *testing.T) {
+	id := Identity{Service: "im-repo", Env: "canary", Instance: "i-1"}
+	err := id.Validate()
+	require.ErrorIs(t, err, ErrValidation)
+	t.Setenv(EnvExtraEnvs, "perf, canary")
+	require.NoError(t, id.Validate())
+}
+
 func TestLoadIdentityInvalid(t *testing.T) {
 	tests := []struct {
 		name      string
