@@ -345,3 +345,16 @@ func TestAdminStopHonoursContext(t *testing.T) {
 	assert.Less(t, time.Since(start), time.Second)
 	wg.Wait()
 }
+
+func TestAdminConfigureBeforeStart(t *testing.T) {
+	s := NewAdminServer(AdminOptions{Addr: "203.0.113.1:1"}, nil, nil, nil)
+	s.Configure(AdminOptions{Addr: "127.0.0.1:0", EnablePprof: true})
+	require.NoError(t, s.Start(context.Background()))
+	t.Cleanup(func() { require.NoError(t, s.Stop(context.Background())) })
+	code, _ := get(t, s.Addr(), "/debug/pprof/cmdline")
+	assert.Equal(t, http.StatusOK, code, "options given to Configure apply")
+
+	running := s.Addr()
+	s.Configure(AdminOptions{Addr: "127.0.0.1:1"})
+	assert.Equal(t, running, s.Addr(), "a running server keeps its options")
+}
