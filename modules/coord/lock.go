@@ -56,14 +56,25 @@ type LockerOptions struct {
 // until etcd came back; it also keeps waiting after its session has died.
 // Locker keeps the same key layout and algorithm but bounds the cleanup,
 // stops waiting when the lease is lost, and survives watch compaction.
+//
+// Leases are reused: Unlock deletes the holder's key and keeps a healthy
+// lease (at most lkPoolPerTTL per TTL) for the next Acquire with the same
+// TTL, so a lock taken over and over costs two etcd writes (put, delete)
+// instead of three (grant, put, revoke). A pooled lease is one keepalive
+// stream message per third of its TTL; Close revokes them.
 type Locker struct {
 	cli    *clientv3.Client
 	log    *zap.Logger
 	prefix string
 
-	mu   sync.Mutex
-	held map[*Lock]struct{}
+	mu     sync.Mutex
+	held   map[*Lock]struct{}
+	idle   map[int64][]*lkLease // by TTL in seconds
+	closed bool
 }
+
+// lkPoolPerTTL bounds the idle leases kept per TTL.
+const lkPoolPerTTL = 4
 
 // NewLocker returns a Locker on cli. It does no I/O.
 func NewLocker(cli *clientv3.Client, log *zap.Logger, opts LockerOptions) (*Locker, error) {
@@ -107,6 +118,7 @@ func (lk *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration)
 // usable objects; Unlock on them afterwards is a no-op.
 func (lk *Locker) Close(ctx context.Context) error {
 	lk.mu.Lock()
+	lk.closed = true
 	locks := make([]*Lock, 0, len(lk.held))
 	for l := range lk.held {
 		locks = append(locks, l)
@@ -116,7 +128,47 @@ func (lk *Locker) Close(ctx context.Context) error {
 	for _, l := range locks {
 		errs = append(errs, l.Unlock(ctx))
 	}
+	lk.mu.Lock()
+	idle := lk.idle
+	lk.idle = nil
+	lk.mu.Unlock()
+	for _, leases := range idle {
+		for _, lease := range leases {
+			errs = append(errs, lease.release(ctx))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// takeLease returns a live idle lease of ttl, or nil.
+func (lk *Locker) takeLease(ttl time.Duration) *lkLease {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	sec := lkSeconds(ttl)
+	for leases := lk.idle[sec]; len(leases) > 0; leases = lk.idle[sec] {
+		lease := leases[len(leases)-1]
+		lk.idle[sec] = leases[:len(leases)-1]
+		if !lease.lost() {
+			return lease
+		}
+	}
+	return nil
+}
+
+// keepLease pools a lease whose lock was released cleanly; it reports false
+// (and the caller revokes it) when the pool is full or the Locker closed.
+func (lk *Locker) keepLease(lease *lkLease) bool {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	sec := lkSeconds(lease.ttl)
+	if lk.closed || lease.lost() || len(lk.idle[sec]) >= lkPoolPerTTL {
+		return false
+	}
+	if lk.idle == nil {
+		lk.idle = map[int64][]*lkLease{}
+	}
+	lk.idle[sec] = append(lk.idle[sec], lease)
+	return true
 }
 
 func (lk *Locker) lkAcquire(ctx context.Context, op, key string, ttl time.Duration, wait bool) (*Lock, error) {
@@ -126,26 +178,44 @@ func (lk *Locker) lkAcquire(ctx context.Context, op, key string, ttl time.Durati
 	if err := lkValidateTTL(ttl); err != nil {
 		return nil, err
 	}
+	for {
+		lease := lk.takeLease(ttl)
+		if lease == nil {
+			var err error
+			if lease, err = lkGrant(ctx, lk.cli, ttl, nil); err != nil {
+				return nil, lkRPCError(op, key, err)
+			}
+			return lk.lkAcquireWith(ctx, op, key, ttl, wait, lease)
+		}
+		l, err := lk.lkAcquireWith(ctx, op, key, ttl, wait, lease)
+		// A pooled lease can die (revoked, expired) before its watchdog
+		// notices; the attempt has released it, so try the next one. The
+		// pool is bounded, so this ends with a fresh grant.
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) && ctx.Err() == nil {
+			continue
+		}
+		return l, err
+	}
+}
+
+// lkAcquireWith queues for the lock named key on lease, releasing the lease
+// if that fails.
+func (lk *Locker) lkAcquireWith(ctx context.Context, op, key string, ttl time.Duration, wait bool, lease *lkLease) (*Lock, error) {
 	pfx := lk.prefix + key + "/"
 	l := &Lock{locker: lk, name: key}
-	lease, err := lkGrant(ctx, lk.cli, ttl, func(id clientv3.LeaseID) {
-		lk.log.Warn("coord: lock lost: lease expired or etcd unreachable",
-			zap.String("lock", key), zap.String("lease", fmt.Sprintf("%x", int64(id))))
-	})
-	if err != nil {
-		return nil, lkRPCError(op, key, err)
-	}
 	l.lease = lease
 	l.key = fmt.Sprintf("%s%x", pfx, int64(lease.id))
+	l.ctx, l.cancel = context.WithCancel(lease.ctx)
 
 	// Waits end early when the lease dies: a waiter without a lease can
 	// never become a valid holder.
 	wctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(lease.ctx, cancel)
-	err = lk.lkLock(wctx, l, pfx, wait)
+	err := lk.lkLock(wctx, l, pfx, wait)
 	stop()
 	cancel()
 	if err != nil {
+		l.cancel()
 		// Revoking the lease deletes our queue key even when the put
 		// committed after ctx ended or a delete failed: nothing is left.
 		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), min(ttl, lkCleanupTimeout))
@@ -164,6 +234,10 @@ func (lk *Locker) lkAcquire(ctx context.Context, op, key string, ttl time.Durati
 		}
 		return nil, lkRPCError(op, key, err)
 	}
+	l.stopLostLog = context.AfterFunc(lease.ctx, func() {
+		lk.log.Warn("coord: lock lost: lease expired or etcd unreachable",
+			zap.String("lock", key), zap.Int64("token", l.rev), zap.String("lease", fmt.Sprintf("%x", int64(lease.id))))
+	})
 	lk.mu.Lock()
 	lk.held[l] = struct{}{}
 	lk.mu.Unlock()
@@ -260,8 +334,13 @@ type Lock struct {
 	key    string
 	rev    int64
 	lease  *lkLease
-	once   sync.Once
-	err    error
+	ctx    context.Context // ends on Unlock or when the lease is lost
+	cancel context.CancelFunc
+	// stopLostLog unhooks the "lock lost" warning: a lease lost after
+	// Unlock (idle in the pool) is no lock's loss.
+	stopLostLog func() bool
+	once        sync.Once
+	err         error
 }
 
 // Name is the lock name given to Acquire.
@@ -281,7 +360,7 @@ func (l *Lock) Token() int64 { return l.rev }
 // closed). It is closed early, when a quarter of the TTL is still left on
 // the last keepalive, so the holder hears of the loss before etcd can hand
 // the lock to someone else. Stop working on the protected resource then.
-func (l *Lock) Done() <-chan struct{} { return l.lease.ctx.Done() }
+func (l *Lock) Done() <-chan struct{} { return l.ctx.Done() }
 
 // IsOwner is the comparison that holds while this holder owns the lock, for
 // callers composing their own transactions.
@@ -294,7 +373,7 @@ func (l *Lock) IsOwner() clientv3.Cmp {
 // error matching ErrLockLost with nothing applied. This is the fenced write:
 // unlike checking Done and then writing, no other holder can slip in between.
 func (l *Lock) Guard(ctx context.Context, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
-	if l.lease.ctx.Err() != nil {
+	if l.ctx.Err() != nil {
 		return nil, fmt.Errorf("coord: lock %q guard: %w", l.name, ErrLockLost)
 	}
 	resp, err := l.locker.cli.Txn(ctx).If(l.IsOwner()).Then(ops...).Commit()
@@ -307,16 +386,29 @@ func (l *Lock) Guard(ctx context.Context, ops ...clientv3.Op) (*clientv3.TxnResp
 	return resp, nil
 }
 
-// Unlock releases the lock by revoking its lease, which deletes the key so
-// the next waiter gets the lock at once. Unlocking a lost lock is not an
-// error; calling Unlock again returns the first call's result. If etcd
-// cannot be reached, the error says so and the lock frees itself when the
-// lease expires.
+// Unlock releases the lock by deleting its key, so the next waiter gets the
+// lock at once, and keeps the lease for a later Acquire (see Locker). When
+// the delete fails or the lease is lost, the lease is revoked instead, which
+// deletes the key as well. Unlocking a lost lock is not an error; calling
+// Unlock again returns the first call's result. If etcd cannot be reached,
+// the error says so and the lock frees itself when the lease expires.
 func (l *Lock) Unlock(ctx context.Context) error {
 	l.once.Do(func() {
+		l.stopLostLog()
+		l.cancel()
 		l.locker.mu.Lock()
 		delete(l.locker.held, l)
 		l.locker.mu.Unlock()
+		if !l.lease.lost() {
+			// Only a delete that found our key proves the lease was alive
+			// at that revision; otherwise it may be revoked or expired
+			// without the watchdog knowing yet, and must not be reused.
+			resp, err := l.locker.cli.Txn(ctx).If(l.IsOwner()).Then(clientv3.OpDelete(l.key)).Commit()
+			if err == nil && resp.Succeeded && l.locker.keepLease(l.lease) {
+				l.locker.log.Debug("coord: lock released", zap.String("lock", l.name), zap.Int64("token", l.rev))
+				return
+			}
+		}
 		if err := l.lease.release(ctx); err != nil {
 			l.err = lkRPCError("lock.unlock", l.name, err)
 			return
@@ -338,6 +430,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 type lkLease struct {
 	cli    *clientv3.Client
 	id     clientv3.LeaseID
+	ttl    time.Duration // as requested: the pool key
 	ctx    context.Context
 	cancel context.CancelFunc
 	stopKA context.CancelFunc
@@ -371,7 +464,7 @@ func lkGrant(ctx context.Context, cli *clientv3.Client, ttl time.Duration, onLos
 		cancel()
 		return nil, err
 	}
-	l := &lkLease{cli: cli, id: resp.ID, stopKA: stopKA, exited: make(chan struct{}), onLost: onLost}
+	l := &lkLease{cli: cli, id: resp.ID, ttl: ttl, stopKA: stopKA, exited: make(chan struct{}), onLost: onLost}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	granted := time.Duration(resp.TTL) * time.Second
 	go l.watch(kch, sent, granted)

@@ -25,6 +25,7 @@ func lkTestLocker(t *testing.T, cli *clientv3.Client) *Locker {
 	t.Helper()
 	l, err := NewLocker(cli, nopLogger(), LockerOptions{Prefix: "/test-locks/" + t.Name()})
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
 	return l
 }
 
@@ -443,4 +444,40 @@ func TestLockFencing(t *testing.T) {
 	assert.EqualValues(t, rounds/staleN, staleRefused.Load())
 	assert.Positive(t, staleOnServer.Load(), "some stale writes must be refused by etcd itself, not only by Done")
 	t.Logf("%d rounds, %d stale holders refused (%d by the etcd compare)", rounds, staleRefused.Load(), staleOnServer.Load())
+}
+
+func TestLockReusesLeases(t *testing.T) {
+	e := startEtcd(t)
+	cli := rawClient(t, e)
+	locker := lkTestLocker(t, cli)
+	ctx := context.Background()
+
+	l1, err := locker.Acquire(ctx, "r", time.Second)
+	require.NoError(t, err)
+	require.NoError(t, l1.Unlock(ctx))
+	assert.True(t, lkClosed(l1.Done()), "Done closes on Unlock even though the lease lives on")
+	assert.Empty(t, lkKeys(t, cli, locker.Prefix()+"r/"), "Unlock deletes the key")
+
+	l2, err := locker.Acquire(ctx, "r", time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, l1.Key(), l2.Key(), "the second lock reuses the first one's lease")
+	assert.Greater(t, l2.Token(), l1.Token(), "tokens still grow")
+	require.NoError(t, l2.Unlock(ctx))
+
+	// A pooled lease revoked behind the Locker's back is skipped, not used.
+	lease := lkLeaseOf(t, l2.Key())
+	_, err = cli.Revoke(ctx, lease)
+	require.NoError(t, err)
+	l3, err := locker.Acquire(ctx, "r", time.Second)
+	require.NoError(t, err)
+	assert.NotEqual(t, l2.Key(), l3.Key())
+	assert.Equal(t, []string{l3.Key()}, lkKeys(t, cli, locker.Prefix()+"r/"))
+	require.NoError(t, l3.Unlock(ctx))
+
+	// Close revokes the idle leases.
+	idle := lkLeaseOf(t, l3.Key())
+	require.NoError(t, locker.Close(ctx))
+	ttl, err := cli.TimeToLive(ctx, idle)
+	require.NoError(t, err)
+	assert.EqualValues(t, -1, ttl.TTL, "idle lease revoked by Close")
 }
