@@ -363,3 +363,23 @@ func TestValueSnapshotRefreshedWhenSourceReturns(t *testing.T) {
 		return err == nil && len(docs) == 1 && string(docs[0].Data) == `{"poolSize":8}`
 	}, 2*time.Second, 5*time.Millisecond, "the documents loaded on recovery are saved")
 }
+
+func TestSnapshotKeepsOtherComponentsAndSkipsUnchanged(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "s.json")
+	a := config.NewSnapshot(p)
+	require.NoError(t, a.Save(config.Document{Key: "/config/test/svc/a", Data: []byte(`{"x":1}`), Revision: 3}))
+
+	// A new Snapshot on the same file (a restarted process) keeps a's
+	// document when saving its own.
+	b := config.NewSnapshot(p)
+	require.NoError(t, b.Save(config.Document{Key: "/config/test/svc/b", Data: []byte(`{"y":2}`), Revision: 4}))
+	docs, err := config.NewSnapshot(p).Load("/config/test/svc/a", "/config/test/svc/b")
+	require.NoError(t, err)
+	require.Len(t, docs, 2)
+
+	require.NoError(t, os.Chtimes(p, time.Unix(1, 0), time.Unix(1, 0)))
+	require.NoError(t, b.Save(config.Document{Key: "/config/test/svc/b", Data: []byte(`{"y":2}`), Revision: 4}))
+	after, err := os.Stat(p)
+	require.NoError(t, err)
+	assert.Equal(t, time.Unix(1, 0), after.ModTime(), "an unchanged document is not rewritten")
+}

@@ -21,6 +21,7 @@ import (
 type Snapshot struct {
 	path string
 	mu   sync.Mutex
+	docs map[string]snapshotDocument // what the file holds, once read or written
 }
 
 type snapshotFile struct {
@@ -45,18 +46,35 @@ func (s *Snapshot) Path() string { return s.path }
 func (s *Snapshot) Save(docs ...Document) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f, err := s.read()
-	if err != nil {
-		f = snapshotFile{Documents: map[string]snapshotDocument{}}
+	if s.docs == nil {
+		// Read the file once, to keep other components' documents; after
+		// that the in-memory copy is the truth and a save is one write.
+		f, err := s.read()
+		if err != nil {
+			f.Documents = map[string]snapshotDocument{}
+		}
+		s.docs = f.Documents
 	}
+	changed := false
 	for _, d := range docs {
+		old, had := s.docs[d.Key]
 		if d.Data == nil {
-			delete(f.Documents, d.Key)
+			if had {
+				delete(s.docs, d.Key)
+				changed = true
+			}
 			continue
 		}
-		f.Documents[d.Key] = snapshotDocument{Revision: d.Revision, Data: string(d.Data)}
+		next := snapshotDocument{Revision: d.Revision, Data: string(d.Data)}
+		if !had || old != next {
+			s.docs[d.Key] = next
+			changed = true
+		}
 	}
-	f.SavedAt = time.Now().UTC()
+	if !changed {
+		return nil // a reload of unchanged documents writes nothing
+	}
+	f := snapshotFile{SavedAt: time.Now().UTC(), Documents: s.docs}
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return lifecycle.WrapError(lifecycle.TypeInternal, "config", "save snapshot", err, "encode")
