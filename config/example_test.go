@@ -22,15 +22,19 @@ func ExampleValue() {
 	defer v.Stop(context.Background())
 	fmt.Println(v.Get().PoolSize, v.Get().Timeout)
 
-	changed := make(chan struct{})
-	v.Subscribe(func(old, new testConfig) {
+	// A subscriber gets the current value at once, then every change.
+	changed := make(chan struct{}, 2)
+	cancel := v.Subscribe(func(old, new testConfig) {
 		fmt.Println("poolSize", old.PoolSize, "->", new.PoolSize)
-		close(changed)
+		changed <- struct{}{}
 	})
+	defer cancel()
+	<-changed
 	src.Set(config.Key("dev", "im-repo", "cache"), []byte(`{"poolSize":30}`))
 	<-changed
 	// Output:
 	// 20 250ms
+	// poolSize 20 -> 20
 	// poolSize 20 -> 30
 }
 

@@ -3,8 +3,9 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"reflect"
-	"strings"
+	"slices"
 )
 
 // unknownFieldError names a field that the target type does not have, by its
@@ -42,20 +43,21 @@ func walkFields(doc any, t reflect.Type, path string) error {
 		if !ok {
 			return nil // a type mismatch; the real decode names it
 		}
-		fields := jsonFields(t)
-		for k, v := range obj {
-			ft, ok := fields[k]
+		fields := structFields(t)
+		for _, k := range slices.Sorted(maps.Keys(obj)) {
+			v := obj[k]
+			idx, ok := fields[k]
 			if !ok {
 				return &unknownFieldError{path: join(path, k)}
 			}
-			if err := walkFields(v, ft, join(path, k)); err != nil {
+			if err := walkFields(v, t.FieldByIndex(idx).Type, join(path, k)); err != nil {
 				return err
 			}
 		}
 	case reflect.Map:
 		if obj, ok := doc.(map[string]any); ok {
-			for k, v := range obj {
-				if err := walkFields(v, t.Elem(), join(path, k)); err != nil {
+			for _, k := range slices.Sorted(maps.Keys(obj)) {
+				if err := walkFields(obj[k], t.Elem(), join(path, k)); err != nil {
 					return err
 				}
 			}
@@ -77,40 +79,4 @@ func join(path, k string) string {
 		return k
 	}
 	return path + "." + k
-}
-
-// jsonFields maps the exact JSON names of t's fields (embedded structs
-// flattened, as encoding/json does) to their types.
-func jsonFields(t reflect.Type) map[string]reflect.Type {
-	out := map[string]reflect.Type{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		tag := f.Tag.Get("json")
-		if tag == "-" {
-			continue
-		}
-		name, _, _ := strings.Cut(tag, ",")
-		if f.Anonymous && name == "" {
-			ft := f.Type
-			if ft.Kind() == reflect.Pointer {
-				ft = ft.Elem()
-			}
-			if ft.Kind() == reflect.Struct {
-				for k, v := range jsonFields(ft) {
-					if _, ok := out[k]; !ok {
-						out[k] = v
-					}
-				}
-				continue
-			}
-		}
-		if !f.IsExported() {
-			continue
-		}
-		if name == "" {
-			name = f.Name
-		}
-		out[name] = f.Type
-	}
-	return out
 }

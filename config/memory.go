@@ -9,22 +9,30 @@ import (
 	"github.com/gochat/im-infra/lifecycle"
 )
 
-// MemorySource is an in-process Source for tests and examples. It keeps every
-// change, so a Watch from any revision replays what came after it, and it
-// can pretend to be down to exercise the degraded path.
+// MemorySource is an in-process Source for tests and examples. It keeps
+// every change since the last Compact, so a Watch from a later revision
+// replays what came after it; a Watch from before the compaction fails, as
+// etcd's does. It can pretend to be down to exercise the degraded path, and
+// tells waiting Values when it is up again (RecoveryNotifier).
 type MemorySource struct {
-	mu      sync.Mutex
-	rev     int64
-	data    map[string]Document
-	log     []Document    // every change in revision order
-	changed chan struct{} // closed and replaced on each change
-	down    bool
+	mu        sync.Mutex
+	rev       int64
+	compacted int64 // watches from a revision below this fail
+	data      map[string]Document
+	log       []Document    // every change since compacted, in revision order
+	changed   chan struct{} // closed and replaced on each change
+	recovered chan struct{} // closed and replaced when the source comes back up
+	down      bool
+	loads     int
 }
 
 // NewMemorySource returns an empty, reachable source.
 func NewMemorySource() *MemorySource {
-	return &MemorySource{data: map[string]Document{}, changed: make(chan struct{})}
+	return &MemorySource{data: map[string]Document{}, changed: make(chan struct{}), recovered: make(chan struct{})}
 }
+
+// ErrCompacted is returned by MemorySource.Watch from a compacted revision.
+var ErrCompacted = errors.New("memory source: revision compacted")
 
 // Name is "memory".
 func (m *MemorySource) Name() string { return "memory" }
@@ -45,8 +53,40 @@ func (m *MemorySource) Delete(key string) int64 { return m.write(key, nil) }
 func (m *MemorySource) SetDown(down bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.down && !down {
+		close(m.recovered)
+		m.recovered = make(chan struct{})
+	}
 	m.down = down
 	m.notifyLocked()
+}
+
+// Recovered implements RecoveryNotifier: the channel closes the next time
+// SetDown(false) brings the source back up.
+func (m *MemorySource) Recovered() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.recovered
+}
+
+// Compact forgets the change log up to now: a later Watch from an older
+// revision fails with ErrCompacted, so only a reload can see what changed.
+// A running watch that has not yet delivered everything up to now fails
+// too, as one that falls behind a compaction does in etcd.
+func (m *MemorySource) Compact() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.compacted = m.rev
+	m.log = nil
+	m.notifyLocked()
+}
+
+// Loads counts successful Load calls, so tests can tell a reload from a
+// watch that resumed.
+func (m *MemorySource) Loads() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.loads
 }
 
 func (m *MemorySource) write(key string, data []byte) int64 {
@@ -78,15 +118,19 @@ func (m *MemorySource) Load(ctx context.Context, keys ...string) ([]Document, in
 	if m.down {
 		return nil, 0, lifecycle.ConnectionError("config", "load", errMemoryDown)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
 	docs := make([]Document, len(keys))
 	for i, k := range keys {
 		if d, ok := m.data[k]; ok {
 			docs[i] = d
 		} else {
-			docs[i] = Document{Key: k}
+			docs[i] = Document{Key: k, Revision: m.rev}
 		}
 	}
-	return docs, m.rev, ctx.Err()
+	m.loads++
+	return docs, m.rev, nil
 }
 
 // Watch delivers every change to keys after revision.
@@ -97,6 +141,10 @@ func (m *MemorySource) Watch(ctx context.Context, revision int64, fn func(Docume
 		if m.down {
 			m.mu.Unlock()
 			return lifecycle.ConnectionError("config", "watch", errMemoryDown)
+		}
+		if next < m.compacted {
+			m.mu.Unlock()
+			return lifecycle.ConnectionError("config", "watch", ErrCompacted)
 		}
 		var batch []Document
 		for _, d := range m.log {

@@ -1,12 +1,9 @@
 package config
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"reflect"
 	"strings"
 
 	"github.com/gochat/im-infra/lifecycle"
@@ -27,11 +24,13 @@ type Layer struct {
 	Data []byte
 }
 
-// Parse builds a component's config: defaults, then each layer decoded on
-// top in order (a missing field keeps the value below, an object merges, an
-// array replaces), then Validate. Decoding is strict: an unknown field is a
-// CONFIG error naming the field and the key. It is what Value uses and what a
-// tool can call to check a document before writing it.
+// Parse builds a component's config: defaults, then each layer merged on
+// top in order, then Validate. The merge rules: objects and maps merge key
+// by key, recursively; arrays and scalars replace whole; null and an empty
+// document contribute nothing. Decoding is strict: an unknown field (also
+// one spelt with the wrong case) is a CONFIG error naming the field path and
+// the key. It is what Value uses and what a tool can call to check a set of
+// documents before writing one of them.
 func Parse[T Schema[T]](component string, layers ...Layer) (T, error) {
 	var zero T
 	cfg := zero.Defaults()
@@ -39,7 +38,7 @@ func Parse[T Schema[T]](component string, layers ...Layer) (T, error) {
 		if l.Data == nil {
 			continue
 		}
-		if err := decodeStrict(l.Data, &cfg); err != nil {
+		if err := mergeDocument(l.Data, &cfg); err != nil {
 			return zero, decodeError(component, l.Key, err)
 		}
 	}
@@ -52,29 +51,11 @@ func Parse[T Schema[T]](component string, layers ...Layer) (T, error) {
 func keyOf(layers []Layer) string {
 	var keys []string
 	for _, l := range layers {
-		if l.Data != nil {
+		if l.Data != nil && !isEmptyJSON(l.Data) {
 			keys = append(keys, l.Key)
 		}
 	}
 	return strings.Join(keys, " + ")
-}
-
-func decodeStrict(data []byte, into any) error {
-	if err := checkFields(data, reflect.TypeOf(into)); err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
-		if errors.Is(err, io.EOF) {
-			return errors.New("empty document")
-		}
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("trailing data after the JSON document")
-	}
-	return nil
 }
 
 // decodeError turns encoding/json's errors into a CONFIG InfraError that
@@ -82,8 +63,8 @@ func decodeStrict(data []byte, into any) error {
 func decodeError(component, key string, err error) error {
 	var (
 		syn *json.SyntaxError
-		typ *json.UnmarshalTypeError
 		unk *unknownFieldError
+		fp  *fieldPathError
 	)
 	field, msg := "", err.Error()
 	switch {
@@ -91,12 +72,8 @@ func decodeError(component, key string, err error) error {
 		msg = fmt.Sprintf("malformed JSON at byte %d: %s", syn.Offset, syn.Error())
 	case errors.As(err, &unk):
 		field, msg = unk.path, "unknown field"
-	case errors.As(err, &typ):
-		field = typ.Field
-		msg = fmt.Sprintf("wrong type: got JSON %s, want %s", typ.Value, typ.Type)
-	case strings.HasPrefix(msg, `json: unknown field "`):
-		field = strings.TrimSuffix(strings.TrimPrefix(msg, `json: unknown field "`), `"`)
-		msg = "unknown field"
+	case errors.As(err, &fp):
+		field, msg = fp.path, fp.msg
 	default:
 		msg = strings.TrimPrefix(msg, "json: ")
 	}

@@ -100,14 +100,15 @@ func (s *Snapshot) Save(docs ...Document) error {
 	return nil
 }
 
-// Load returns the saved documents among keys; keys never saved are left
-// out. A missing file is an error, so the caller falls back to defaults.
-func (s *Snapshot) Load(keys ...string) ([]Document, error) {
+// Load returns the saved documents among keys (keys never saved are left
+// out) and when the file was written. A missing file is an error, so the
+// caller falls back to defaults.
+func (s *Snapshot) Load(keys ...string) ([]Document, time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f, err := s.read()
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	var out []Document
 	for _, k := range keys {
@@ -115,7 +116,7 @@ func (s *Snapshot) Load(keys ...string) ([]Document, error) {
 			out = append(out, Document{Key: k, Data: []byte(d.Data), Revision: d.Revision})
 		}
 	}
-	return out, nil
+	return out, f.SavedAt, nil
 }
 
 func (s *Snapshot) read() (snapshotFile, error) {

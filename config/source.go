@@ -30,11 +30,13 @@ type Source interface {
 	// not answer (unreachable, timed out) and should be a CONNECTION or
 	// TIMEOUT *lifecycle.InfraError.
 	Load(ctx context.Context, keys ...string) (docs []Document, revision int64, err error)
-	// Watch calls fn, from one goroutine and in revision order, with the
-	// current document of a key each time it changes after revision. It
-	// blocks until ctx ends (returning ctx.Err()) or the watch fails; after a
-	// failure the caller reloads and watches again, so a source never needs
-	// to hide compaction or lost connections from the caller.
+	// Watch calls fn, from one goroutine, with the current document of a
+	// key each time it changes after revision: each key's changes in
+	// revision order, different keys in any order (a Value re-validates the
+	// whole set of layers on every change, so only the latest document of
+	// each key matters). It blocks until ctx ends (returning ctx.Err()) or
+	// the watch fails; after a failure the caller reloads and watches again,
+	// so a source never needs to hide compaction or lost connections.
 	Watch(ctx context.Context, revision int64, fn func(Document), keys ...string) error
 }
 

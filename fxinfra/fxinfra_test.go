@@ -68,7 +68,7 @@ func TestServiceLifecycleOnEtcd(t *testing.T) {
 	put(t, e, "/config/test/global/clog", `{"level":"info","format":"json"}`)
 
 	// A module logger made before the app exists must follow the live config.
-	early := clog.Module("orders")
+	early := clog.For("orders")
 
 	var (
 		admin    *lifecycle.AdminServer
@@ -128,7 +128,7 @@ func TestServiceStartsWithEtcdDown(t *testing.T) {
 	began := time.Now()
 	app.RequireStart()
 	assert.Less(t, time.Since(began), 3*time.Second, "start is bounded with etcd down")
-	assert.False(t, clog.Module("billing").Core().Enabled(zapcore.InfoLevel), "snapshot applied")
+	assert.False(t, clog.For("billing").Core().Enabled(zapcore.InfoLevel), "snapshot applied")
 
 	code, body := get(t, "http://"+admin.Addr()+"/readyz")
 	assert.Equal(t, http.StatusOK, code, "degraded is still ready")
@@ -136,7 +136,7 @@ func TestServiceStartsWithEtcdDown(t *testing.T) {
 
 	require.NoError(t, e.Restart())
 	put(t, e, "/config/test/svc/clog", `{"levels":{"billing":"debug"}}`)
-	require.Eventually(t, func() bool { return clog.Module("billing").Core().Enabled(zapcore.DebugLevel) },
+	require.Eventually(t, func() bool { return clog.For("billing").Core().Enabled(zapcore.DebugLevel) },
 		5*time.Second, 10*time.Millisecond, "etcd's config applied once it answers")
 	require.Eventually(t, func() bool {
 		_, body := get(t, "http://"+admin.Addr()+"/readyz")

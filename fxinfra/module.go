@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 
 	"go.uber.org/fx"
-	"go.uber.org/fx/fxevent"
 
 	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
@@ -13,29 +12,38 @@ import (
 	"github.com/gochat/im-infra/modules/coord"
 )
 
+// ModuleName names fxinfra's own lines in the log.
+const ModuleName = "fxinfra"
+
 // EnvSnapshot names the last-known-good config file. Default:
-// {user cache dir}/im-infra/{env}/{service}.json.
+// {user cache dir}/im-infra/{env}/{service}.json (on Linux
+// ~/.cache/im-infra/{env}/{service}.json).
 const EnvSnapshot = "IMINFRA_CONFIG_SNAPSHOT"
 
 // Module is the whole infrastructure layer. It is an fx.Options, not an
-// fx.Module, because fx's event logger can only be set at the app's root.
+// fx.Module, because fx's event logger can only be set at the app's root,
+// and so can the decoration of fx.Lifecycle that makes the drain the first
+// stop step whatever order hooks were registered in (lifecycle.DrainFirst).
+// The admin server's hooks are registered by a root-level invoke, which fx
+// runs after every fx.Module's, so that it listens last.
+//
+// fx builds only what something asks for: a service that never asks for a
+// cache starts no Redis client, needs no Redis config and shows no cache
+// health check.
 var Module = fx.Options(
 	fx.WithLogger(newEventLogger),
+	fx.Decorate(lifecycle.DrainFirst),
 	lifecycle.Module,
-	clog.FxModule,
+	config.Module,
+	clog.Module,
 	coord.Module,
-	fx.Provide(newSnapshot),
+	fx.Provide(newSnapshot, newEventLogState),
 	adminModule,
+	fx.Invoke(useAppLogger, registerAdmin),
 )
 
-// newEventLogger sends fx's own events to the "fx" module logger at debug
-// (levels.fx=debug shows them) and drives readiness from them.
-func newEventLogger(ready *lifecycle.Readiness, _ *clog.Logger) fxevent.Logger {
-	return lifecycle.EventLogger(clog.FxEventLogger(clog.Module("fx")), ready)
-}
-
-func newSnapshot(id lifecycle.Identity) *config.Snapshot {
-	if p := os.Getenv(EnvSnapshot); p != "" {
+func newSnapshot(id lifecycle.Identity, env lifecycle.Environ) *config.Snapshot {
+	if p := env.Env(EnvSnapshot); p != "" {
 		return config.NewSnapshot(p)
 	}
 	dir, err := os.UserCacheDir()

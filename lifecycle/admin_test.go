@@ -66,13 +66,14 @@ func decodeReadyz(t *testing.T, body string) readyzJSON {
 
 // TestAdminReadinessThroughFxLifecycle drives the real fx event stream:
 // /readyz is 503 while OnStart hooks run, 200 once the app has started, and
-// 503 before the first OnStop hook runs, which itself waits for the drain.
+// 503 throughout the drain, which is the first stop step: the other OnStop
+// hooks run after it.
 func TestAdminReadinessThroughFxLifecycle(t *testing.T) {
 	const drain = 200 * time.Millisecond
 	var (
 		srv           *AdminServer
 		codeDuringRun int
-		codeInStop    int
+		codeInDrain   int
 		stopHookAt    time.Time
 	)
 	app := fxtest.New(t,
@@ -82,26 +83,30 @@ func TestAdminReadinessThroughFxLifecycle(t *testing.T) {
 			return EventLogger(&fxevent.ZapLogger{Logger: zaptest.NewLogger(t)}, r)
 		}),
 		fx.Provide(
-			AsChecker(func() Checker { return fixed("db", Healthy, "") }),
 			func(agg *Aggregator, r *Readiness) *AdminServer {
+				agg.Add(fixed("db", Healthy, ""))
 				return NewAdminServer(AdminOptions{Addr: "127.0.0.1:0"}, agg, r, zaptest.NewLogger(t))
 			},
 		),
-		fx.Invoke(RegisterAdmin),
-		// Registered after the admin server: starts after it listens and,
-		// since OnStop runs in reverse, stops while it still serves.
-		fx.Invoke(func(lc fx.Lifecycle, s *AdminServer) {
+		// A service's hook, registered before the admin server's: it starts
+		// before the server listens and stops after the drain.
+		fx.Invoke(func(lc fx.Lifecycle, r *Readiness) {
 			lc.Append(fx.Hook{
 				OnStart: func(context.Context) error {
-					codeDuringRun, _ = get(t, s.Addr(), "/readyz")
+					if !r.Ready() {
+						codeDuringRun = http.StatusServiceUnavailable
+					}
 					return nil
 				},
 				OnStop: func(context.Context) error {
 					stopHookAt = time.Now()
-					codeInStop, _ = get(t, s.Addr(), "/readyz")
 					return nil
 				},
 			})
+		}),
+		fx.Invoke(func(lc fx.Lifecycle, s *AdminServer, r *Readiness) {
+			r.OnDrain(func(context.Context) { codeInDrain, _ = get(t, s.Addr(), "/readyz") })
+			RegisterAdmin(lc, s, r)
 		}),
 		fx.Populate(&srv),
 	)
@@ -114,7 +119,7 @@ func TestAdminReadinessThroughFxLifecycle(t *testing.T) {
 	rz := decodeReadyz(t, body)
 	assert.True(t, rz.Ready)
 	assert.Equal(t, Healthy, rz.Status)
-	assert.Equal(t, Status{State: Healthy}, rz.Checks["db"], "the checker joined the health group through AsChecker")
+	assert.Equal(t, Status{State: Healthy}, rz.Checks["db"], "the checker registered with Add")
 
 	code, body = get(t, srv.Addr(), "/healthz")
 	assert.Equal(t, http.StatusOK, code)
@@ -122,9 +127,9 @@ func TestAdminReadinessThroughFxLifecycle(t *testing.T) {
 
 	stopBegan := time.Now()
 	app.RequireStop()
-	assert.Equal(t, http.StatusServiceUnavailable, codeInStop, "503 as soon as stopping begins")
+	assert.Equal(t, http.StatusServiceUnavailable, codeInDrain, "503 from the live server as the drain begins")
 	assert.GreaterOrEqual(t, stopHookAt.Sub(stopBegan), drain-10*time.Millisecond,
-		"the first OnStop hook runs only after the drain delay")
+		"the service's OnStop hook runs only after the drain")
 	assert.Empty(t, srv.Addr(), "RegisterAdmin's OnStop stopped the server")
 }
 

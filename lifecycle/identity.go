@@ -1,7 +1,6 @@
 package lifecycle
 
 import (
-	"flag"
 	"fmt"
 	"os"
 	"regexp"
@@ -46,28 +45,22 @@ func LoadIdentity(args []string, getenv func(string) string) (Identity, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	var id Identity
-	fs := flag.NewFlagSet("identity", flag.ContinueOnError)
-	fs.SetOutput(discard{})
-	fs.StringVar(&id.Service, "service", "", "service name")
-	fs.StringVar(&id.Env, "env", "", "deployment env")
-	fs.StringVar(&id.Instance, "instance", "", "instance id")
-	fs.StringVar(&id.Version, "version", "", "build version")
-	for _, a := range knownFlags(args) {
-		_ = fs.Parse(a) // each chunk holds one known flag; errors are impossible
-	}
-	pick := func(v *string, env, def string) {
-		if *v == "" {
-			*v = strings.TrimSpace(getenv(env))
+	e := Environ{Args: args, Getenv: getenv}
+	pick := func(flag, env, def string) string {
+		if v := e.Lookup(flag, env); v != "" {
+			return v
 		}
-		if *v == "" {
-			*v = def
-		}
+		return def
 	}
-	pick(&id.Service, EnvService, "")
-	pick(&id.Env, EnvEnv, "dev")
-	pick(&id.Version, EnvVersion, "dev")
-	pick(&id.Instance, EnvInstance, defaultInstance())
+	id := Identity{
+		Service:  pick("service", EnvService, ""),
+		Env:      pick("env", EnvEnv, "dev"),
+		Version:  pick("version", EnvVersion, "dev"),
+		Instance: pick("instance", EnvInstance, ""),
+	}
+	if id.Instance == "" {
+		id.Instance = defaultInstance()
+	}
 	return id, id.validate(extraEnvs(getenv(EnvExtraEnvs)))
 }
 
@@ -129,40 +122,3 @@ func defaultInstance() string {
 
 // maxHostPart bounds the hostname part of the default instance id.
 const maxHostPart = 100
-
-// knownFlags picks the identity flags out of args, each as its own chunk, so
-// that a service's other flags do not stop the parse.
-func knownFlags(args []string) [][]string {
-	names := map[string]bool{"service": true, "env": true, "instance": true, "version": true}
-	var out [][]string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			break // everything after the terminator is positional, as in package flag
-		}
-		if !strings.HasPrefix(a, "-") {
-			continue
-		}
-		// Package flag accepts exactly one or two dashes; "---x" would fail
-		// its parse and be dropped silently, so skip it here.
-		name := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
-		if strings.HasPrefix(name, "-") {
-			continue
-		}
-		if eq := strings.IndexByte(name, '='); eq >= 0 {
-			if names[name[:eq]] {
-				out = append(out, []string{a})
-			}
-			continue
-		}
-		if names[name] && i+1 < len(args) {
-			out = append(out, []string{a, args[i+1]})
-			i++
-		}
-	}
-	return out
-}
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }

@@ -1,60 +1,72 @@
 package lifecycle
 
 import (
-	"os"
+	"context"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 )
 
-// HealthGroup is the fx value group every module's Checker joins.
-const HealthGroup = "health"
+// ModuleName names floor 1 in logs.
+const ModuleName = "lifecycle"
 
-// Module provides the phase-1 pieces of floor 1: the process Identity, the
-// *Readiness and the health *Aggregator over the "health" value group. It
-// wires neither the admin server's config nor its hooks: fxinfra owns the
-// AdminOptions (from config) and calls RegisterAdmin.
-var Module = fx.Module("lifecycle",
+// Module provides the phase-1 pieces of floor 1: the process Environ and
+// Identity, the *Readiness, the health *Aggregator and the *ErrorHandler.
+// It wires neither the admin server's config nor its hooks: fxinfra owns
+// the admin config and the drain step.
+//
+// Checkers are registered with Aggregator.Add by the constructor of the
+// component they check, never through a value group: a group would make fx
+// build every component that has a checker, and a service that never asks
+// for a cache must not start a Redis client.
+var Module = fx.Module(ModuleName,
 	fx.Provide(
-		loadProcessIdentity,
+		ProcessEnviron,
+		identityFromEnviron,
 		NewReadiness,
-		newGroupAggregator,
+		newModuleAggregator,
+		newModuleErrorHandler,
 	),
 )
 
-func loadProcessIdentity() (Identity, error) { return LoadIdentity(os.Args[1:], os.Getenv) }
+func identityFromEnviron(e Environ) (Identity, error) { return LoadIdentity(e.Args, e.Getenv) }
 
-// aggregatorParams collects the checkers of the health group. Options and
-// Logger are optional so that fxinfra can supply them from config.
+// aggregatorParams lets fxinfra supply options and a logger.
 type aggregatorParams struct {
 	fx.In
 
-	Checkers []Checker         `group:"health"`
-	Options  AggregatorOptions `optional:"true"`
-	Logger   *zap.Logger       `optional:"true"`
+	Options AggregatorOptions `optional:"true"`
+	Logger  *zap.Logger       `optional:"true"`
 }
 
-func newGroupAggregator(p aggregatorParams) *Aggregator {
+func newModuleAggregator(p aggregatorParams) *Aggregator {
 	opts := p.Options
 	if opts.Logger == nil && p.Logger != nil {
 		opts.Logger = p.Logger.Named("health")
 	}
-	return NewAggregator(p.Checkers, opts)
+	return NewAggregator(nil, opts)
 }
 
-// AsChecker annotates constructor f, which returns a type implementing
-// Checker, so that its result joins the "health" value group:
-//
-//	fx.Provide(lifecycle.AsChecker(newRedisChecker))
-func AsChecker(f any) any {
-	return fx.Annotate(f, fx.As(new(Checker)), fx.ResultTags(`group:"`+HealthGroup+`"`))
+type errorHandlerParams struct {
+	fx.In
+
+	Meter metric.MeterProvider `optional:"true"`
 }
 
-// RegisterAdmin ties s to lc: it listens in OnStart and shuts down in OnStop.
-// fxinfra calls it once the other modules have registered their hooks, so
-// the admin server starts last (probes never see a half-started service).
-// OnStop runs in reverse, so it then stops first, but only after the
-// EventLogger's drain delay, during which /readyz has been answering 503.
-func RegisterAdmin(lc fx.Lifecycle, s *AdminServer) {
-	lc.Append(fx.Hook{OnStart: s.Start, OnStop: s.Stop})
+func newModuleErrorHandler(p errorHandlerParams) *ErrorHandler { return NewErrorHandler(p.Meter) }
+
+// RegisterAdmin ties s to lc: OnStart listens; OnStop first drains
+// (Readiness.Drain: readiness off, OnDrain functions, the drain delay) while
+// the server still answers /readyz with 503, then shuts it down. Register it
+// after every other hook (fxinfra does) so that it starts last and stops
+// first.
+func RegisterAdmin(lc fx.Lifecycle, s *AdminServer, ready *Readiness) {
+	lc.Append(fx.Hook{
+		OnStart: s.Start,
+		OnStop: func(ctx context.Context) error {
+			ready.Drain(ctx)
+			return s.Stop(ctx)
+		},
+	})
 }

@@ -30,14 +30,14 @@ func TestModuleProvidesIdentityReadinessAggregator(t *testing.T) {
 	)
 	app := fxtest.New(t,
 		Module,
-		fx.Provide(AsChecker(newPingChecker)),
+		fx.Invoke(func(agg *Aggregator) { agg.Add(newPingChecker()) }),
 		fx.Supply(AggregatorOptions{Timeout: 300 * time.Millisecond}),
 		fx.Populate(&id, &ready, &agg),
 	)
 	app.RequireStart()
 	defer app.RequireStop()
 
-	// os.Args of the test binary holds -test.* flags, which LoadIdentity ignores.
+	// os.Args of the test binary holds -test.* flags, which are ignored.
 	assert.Equal(t, Identity{Service: "im-test", Env: "test", Instance: "t-1", Version: "dev"}, id)
 	require.NotNil(t, ready)
 	assert.Equal(t, 300*time.Millisecond, agg.opts.Timeout, "AggregatorOptions from the graph are used")

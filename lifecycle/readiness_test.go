@@ -1,8 +1,10 @@
 package lifecycle
 
 import (
+	"context"
 	"errors"
-	"sync"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,51 +31,67 @@ func TestReadinessTransitions(t *testing.T) {
 	assert.False(t, r.Ready(), "a stopping service never becomes ready again")
 }
 
-func TestReadinessDrainDelayOnlyOnce(t *testing.T) {
+func TestReadinessDrainWaitsOnceAndRunsOnDrainFirst(t *testing.T) {
 	r := NewReadiness()
 	r.SetDrainDelay(100 * time.Millisecond)
 	r.MarkStarted()
+	var readyDuringOnDrain, called bool
+	r.OnDrain(func(context.Context) { called, readyDuringOnDrain = true, r.Ready() })
 
 	start := time.Now()
-	r.BeginStop()
+	r.Drain(context.Background())
 	assert.GreaterOrEqual(t, time.Since(start), 100*time.Millisecond)
+	assert.True(t, called)
+	assert.False(t, readyDuringOnDrain, "readiness is off before OnDrain functions run")
 
 	start = time.Now()
-	r.BeginStop()
+	r.Drain(context.Background())
 	assert.Less(t, time.Since(start), 50*time.Millisecond, "only the first call drains")
 }
 
-func TestReadinessConcurrentBeginStopWaitsForDrain(t *testing.T) {
+// The drain is bounded by the stop context: it takes at most half of what
+// is left, so the hooks after it still have time to run.
+func TestReadinessDrainLeavesHalfTheStopTime(t *testing.T) {
 	r := NewReadiness()
-	r.SetDrainDelay(100 * time.Millisecond)
+	r.SetDrainDelay(MaxDrainDelay)
 	r.MarkStarted()
-
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
 	start := time.Now()
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(r.BeginStop)
-	}
-	wg.Wait()
-	assert.GreaterOrEqual(t, time.Since(start), 100*time.Millisecond)
-	assert.Less(t, time.Since(start), 250*time.Millisecond, "the delay is not served once per caller")
+	r.Drain(ctx)
+	took := time.Since(start)
+	assert.Less(t, took, 300*time.Millisecond)
+	assert.NoError(t, ctx.Err(), "time is left for the hooks after the drain")
+}
+
+func TestReadinessDrainCutShortBySecondSignal(t *testing.T) {
+	r := NewReadiness()
+	r.SetDrainDelay(5 * time.Second)
+	r.MarkStarted()
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	}()
+	start := time.Now()
+	r.Drain(context.Background())
+	assert.Less(t, time.Since(start), 2*time.Second)
+}
+
+func TestReadinessDrainDelayIsClamped(t *testing.T) {
+	r := NewReadiness()
+	r.SetDrainDelay(time.Hour)
+	assert.Equal(t, MaxDrainDelay, r.DrainDelay())
+	r.SetDrainDelay(-time.Second)
+	assert.Zero(t, r.DrainDelay())
 }
 
 func TestReadinessNoDrainWhenNeverReady(t *testing.T) {
 	r := NewReadiness()
 	r.SetDrainDelay(time.Second)
 	start := time.Now()
-	r.BeginStop() // a failed start rolling back: nobody routes traffic here
+	r.Drain(context.Background()) // a failed start rolling back: nobody routes traffic here
 	assert.Less(t, time.Since(start), 100*time.Millisecond)
 	assert.True(t, r.Stopping())
-}
-
-func TestReadinessNegativeDrainDelay(t *testing.T) {
-	r := NewReadiness()
-	r.SetDrainDelay(-time.Second)
-	r.MarkStarted()
-	start := time.Now()
-	r.BeginStop()
-	assert.Less(t, time.Since(start), 100*time.Millisecond)
 }
 
 type recordingLogger struct{ events []fxevent.Event }

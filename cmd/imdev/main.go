@@ -67,7 +67,7 @@ func run(configs, service string) error {
 // every few seconds, so a live level change is visible at once.
 var exampleModule = fx.Module("example",
 	fx.Invoke(func(lc fx.Lifecycle) {
-		log := clog.Module("example")
+		log := clog.For("example")
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		lc.Append(fx.Hook{

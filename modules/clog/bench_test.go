@@ -43,7 +43,7 @@ func BenchmarkInfo4Fields(b *testing.B) {
 		}
 	})
 	b.Run("clog", func(b *testing.B) {
-		l := benchHub(true).logger("", nil)
+		l := newLogger(benchHub(true).ref, "", nil)
 		b.ReportAllocs()
 		for b.Loop() {
 			l.Info("request served", String("user", "alice"), Int("attempt", 3), Bool("cached", true), Duration("elapsed", benchElapsed))
@@ -70,7 +70,7 @@ func BenchmarkInfo4FieldsModule(b *testing.B) {
 		}
 	})
 	b.Run("clog", func(b *testing.B) {
-		l := benchHub(true).logger("cache", []Field{String("module", "cache")})
+		l := newLogger(benchHub(true).ref, "cache", []Field{String("module", "cache")})
 		b.ReportAllocs()
 		for b.Loop() {
 			l.Info("request served", String("user", "alice"), Int("attempt", 3), Bool("cached", true), Duration("elapsed", benchElapsed))
@@ -87,7 +87,7 @@ func BenchmarkInfo4FieldsNoCaller(b *testing.B) {
 		}
 	})
 	b.Run("clog", func(b *testing.B) {
-		l := benchHub(false).logger("", nil)
+		l := newLogger(benchHub(false).ref, "", nil)
 		b.ReportAllocs()
 		for b.Loop() {
 			l.Info("request served", String("user", "alice"), Int("attempt", 3), Bool("cached", true), Duration("elapsed", benchElapsed))
@@ -104,14 +104,14 @@ func BenchmarkDisabledDebug4Fields(b *testing.B) {
 		}
 	})
 	b.Run("clog", func(b *testing.B) {
-		l := benchHub(true).logger("cache", []Field{String("module", "cache")})
+		l := newLogger(benchHub(true).ref, "cache", []Field{String("module", "cache")})
 		b.ReportAllocs()
 		for b.Loop() {
 			l.Debug("request served", String("user", "alice"), Int("attempt", 3), Bool("cached", true), Duration("elapsed", benchElapsed))
 		}
 	})
 	b.Run("clog-check", func(b *testing.B) {
-		l := benchHub(true).logger("cache", []Field{String("module", "cache")})
+		l := newLogger(benchHub(true).ref, "cache", []Field{String("module", "cache")})
 		b.ReportAllocs()
 		for b.Loop() {
 			if ce := l.Check(zapcore.DebugLevel, "request served"); ce != nil {

@@ -15,13 +15,22 @@ import (
 // state reachable, so a later state can never reuse the same address.
 type state struct {
 	raw      zapcore.Core  // the core built from Config or Bootstrap, without identity fields
-	base     zapcore.Core  // raw.With(identity): what every logger writes through
+	base     zapcore.Core  // raw (teed) with identity: what every logger writes through
+	tee      zapcore.Core  // also receives every entry (clogtest); nil for none
 	identity []zap.Field   // service/env/instance from the last Bootstrap
 	level    zapcore.Level // global minimum level
 	levels   map[string]zapcore.Level
 	stack    zapcore.Level // stack traces from this level up; InvalidLevel disables them
 	sink     *fileSink     // owned rotating file, nil for stdout/stderr/custom cores
 	applied  bool          // raw came from Apply rather than Bootstrap
+}
+
+// withTee adds the state's tee to core.
+func (s *state) withTee(core zapcore.Core) zapcore.Core {
+	if s.tee == nil {
+		return core
+	}
+	return zapcore.NewTee(core, s.tee)
 }
 
 // levelFor resolves the effective minimum level of a module ("" is the root).
@@ -34,20 +43,29 @@ func (s *state) levelFor(module string) zapcore.Level {
 	return s.level
 }
 
-// hub owns the published state. Readers only load the pointer; writers
-// serialise on mu so a read-modify-write swap never loses a concurrent one.
-// The package has exactly one hub (std); tests build their own to stay
-// independent of the facade.
+// hub owns the published state of one app's logging (or of the process,
+// before any app). Readers only load the pointer; writers serialise on mu
+// so a read-modify-write swap never loses a concurrent one.
 type hub struct {
 	cur atomic.Pointer[state]
 	mu  sync.Mutex
+	// ref points at this hub; loggers built on the hub resolve through it.
+	ref *hubRef
 }
 
 func newHub(initial *state) *hub {
 	h := &hub{}
 	h.cur.Store(initial)
+	h.ref = &hubRef{}
+	h.ref.p.Store(h)
 	return h
 }
+
+// hubRef is what a logger's core follows: an app's loggers follow their
+// app's hub for life; the facade's follow whichever hub is installed.
+type hubRef struct{ p atomic.Pointer[hub] }
+
+func (r *hubRef) state() *state { return r.p.Load().cur.Load() }
 
 // update publishes the state fn derives from the current one, and closes the
 // previous file sink once no new write can reach it.
@@ -83,20 +101,20 @@ type resolved struct {
 // pointer loads and a compare; the per-module level and the encoded With
 // fields are computed once per generation in resolve.
 type swapCore struct {
-	h      *hub
+	ref    *hubRef
 	module string
 	fields []zap.Field
 	cache  atomic.Pointer[resolved]
 }
 
-func newSwapCore(h *hub, module string, fields []zap.Field) *swapCore {
-	return &swapCore{h: h, module: module, fields: fields}
+func newSwapCore(ref *hubRef, module string, fields []zap.Field) *swapCore {
+	return &swapCore{ref: ref, module: module, fields: fields}
 }
 
 // view returns the resolved view of the current state. It stays small enough
 // to inline; the rebuild is out of line.
 func (c *swapCore) view() *resolved {
-	st := c.h.cur.Load()
+	st := c.ref.state()
 	if r := c.cache.Load(); r != nil && r.st == st {
 		return r
 	}
@@ -131,7 +149,7 @@ func (c *swapCore) With(fields []zap.Field) zapcore.Core {
 	all := make([]zap.Field, 0, len(c.fields)+len(fields))
 	all = append(all, c.fields...)
 	all = append(all, fields...)
-	return newSwapCore(c.h, c.module, all)
+	return newSwapCore(c.ref, c.module, all)
 }
 
 // Check adds the current core to ce when the entry's level is enabled for
@@ -156,10 +174,21 @@ func (c *swapCore) Write(ent zapcore.Entry, fields []zap.Field) error {
 }
 
 // Sync flushes the current core.
-func (c *swapCore) Sync() error { return c.h.cur.Load().base.Sync() }
+func (c *swapCore) Sync() error { return c.ref.state().base.Sync() }
+
+// forModule is a core for module's logger with this core's fields.
+func (c *swapCore) forModule(module string) *swapCore {
+	fields := make([]zap.Field, 0, len(c.fields)+1)
+	for _, f := range c.fields {
+		if f.Key != "module" {
+			fields = append(fields, f)
+		}
+	}
+	return newSwapCore(c.ref, module, append(fields, zap.String("module", module)))
+}
 
 // stackEnabler decides stack traces from the current state, so that the
 // stacktraceLevel setting reaches loggers created before a swap.
-type stackEnabler struct{ h *hub }
+type stackEnabler struct{ ref *hubRef }
 
-func (s stackEnabler) Enabled(lvl zapcore.Level) bool { return lvl >= s.h.cur.Load().stack }
+func (s stackEnabler) Enabled(lvl zapcore.Level) bool { return lvl >= s.ref.state().stack }

@@ -24,11 +24,11 @@ func stdoutCore() zapcore.Core {
 }
 
 // A module logger made early follows level changes made later.
-func ExampleModule() {
+func ExampleFor() {
 	restore := clog.ReplaceCore(stdoutCore())
 	defer restore()
 
-	cache := clog.Module("cache")
+	cache := clog.For("cache")
 	cache.Debug("not shown: the global level is info")
 
 	clog.SetModuleLevel("cache", zapcore.DebugLevel)
@@ -48,7 +48,7 @@ func ExampleTraceFields() {
 	})
 	ctx := trace.ContextWithSpanContext(context.Background(), sc)
 
-	clog.Module("orders").Info("order stored", clog.TraceFields(ctx)...)
+	clog.For("orders").Info("order stored", clog.TraceFields(ctx)...)
 	clog.WithContext(context.Background()).Info("no span, no trace fields")
 	// Output:
 	// INFO	order stored	{"module": "orders", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"}

@@ -25,8 +25,8 @@ import (
 
 func TestModuleLoggerCreatedBeforeApplyFollowsItsLevel(t *testing.T) {
 	isolate(t)
-	cache := Module("cache")
-	db := Module("db")
+	cache := For("cache")
+	db := For("db")
 
 	cfg, path := fileConfig(t)
 	require.NoError(t, Apply(cfg))
@@ -67,7 +67,7 @@ func TestFacadeFollowsSwapAndReportsCaller(t *testing.T) {
 
 func TestWithFieldsSurviveSwap(t *testing.T) {
 	isolate(t)
-	l := Module("orders").With(String("tenant", "t1")).Named("sub")
+	l := For("orders").With(String("tenant", "t1")).Named("sub")
 	cfgA, pathA := fileConfig(t)
 	require.NoError(t, Apply(cfgA))
 	l.Info("on A")
@@ -87,7 +87,7 @@ func TestWithFieldsSurviveSwap(t *testing.T) {
 
 func TestBootstrapIdentityStaysThroughApply(t *testing.T) {
 	isolate(t)
-	l := Module("x")
+	l := For("x")
 	Bootstrap(lifecycle.Identity{Service: "im-repo", Env: "test", Instance: "i-1"})
 	cfg, path := fileConfig(t)
 	require.NoError(t, Apply(cfg))
@@ -107,7 +107,7 @@ func TestBootstrapIdentityStaysThroughApply(t *testing.T) {
 
 func TestInvalidConfigIsRefusedAndOldKept(t *testing.T) {
 	isolate(t)
-	l := Module("cache")
+	l := For("cache")
 	cfg, path := fileConfig(t)
 	cfg.Levels = map[string]string{"cache": "debug"}
 	require.NoError(t, Apply(cfg))
@@ -157,7 +157,7 @@ func TestFileRotation(t *testing.T) {
 
 func TestStacktraceAndCallerFollowApply(t *testing.T) {
 	isolate(t)
-	l := Module("m")
+	l := For("m")
 	cfg, path := fileConfig(t)
 	cfg.StacktraceLevel = "warn"
 	require.NoError(t, Apply(cfg))
@@ -196,7 +196,7 @@ func TestConsoleFormat(t *testing.T) {
 	cfg, path := fileConfig(t)
 	cfg.Format = FormatConsole
 	require.NoError(t, Apply(cfg))
-	Module("cache").Info("hello", Int("n", 1))
+	For("cache").Info("hello", Int("n", 1))
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
 	assert.Regexp(t, `^\S+\tINFO\tclog/logger_test.go:\d+\thello\t\{"module": "cache", "n": 1\}\n$`, string(b))
@@ -214,7 +214,7 @@ func TestSetLevels(t *testing.T) {
 	outer, _ := observer.New(zapcore.DebugLevel)
 	defer ReplaceCore(outer)() // keep the stderr of the test run clean
 	restore := ReplaceCore(obs)
-	l := Module("cache")
+	l := For("cache")
 
 	l.Debug("dropped")
 	SetModuleLevel("cache", zapcore.DebugLevel)
@@ -264,7 +264,7 @@ func TestTraceFields(t *testing.T) {
 	})
 	ctx := trace.ContextWithSpanContext(context.Background(), sc)
 	WithContext(ctx).Info("traced")
-	Module("m").Info("per line", TraceFields(ctx)...)
+	For("m").Info("per line", TraceFields(ctx)...)
 
 	require.Equal(t, 2, logs.Len())
 	for _, e := range logs.All() {
@@ -282,7 +282,7 @@ func TestDisabledDebugAllocatesLikeZap(t *testing.T) {
 	isolate(t)
 	obs, _ := observer.New(zapcore.DebugLevel)
 	defer ReplaceCore(obs)()
-	l := Module("cache").With(String("k", "v"))
+	l := For("cache").With(String("k", "v"))
 	l.Info("warm the per-generation cache")
 	raw := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(encoderConfig(FormatJSON, true)), zapcore.AddSync(io.Discard), zapcore.InfoLevel))
 
@@ -310,7 +310,7 @@ func TestConcurrentLoggingDuringSwaps(t *testing.T) {
 	require.NoError(t, Apply(cfg))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	loggers := []*Logger{L(), Module("cache"), Module("db").With(String("k", "v")), WithContext(context.Background())}
+	loggers := []*Logger{L(), For("cache"), For("db").With(String("k", "v")), WithContext(context.Background())}
 	for i := range 4 {
 		wg.Go(func() {
 			l := loggers[i]

@@ -21,9 +21,9 @@ func TestMain(m *testing.M) {
 // the test applied.
 func isolate(t *testing.T) {
 	t.Helper()
-	prev := std.cur.Load()
+	prev := facadeHub().cur.Load()
 	t.Cleanup(func() {
-		_ = std.update(func(*state) (*state, error) {
+		_ = facadeHub().update(func(*state) (*state, error) {
 			again := *prev
 			return &again, nil
 		})

@@ -2,8 +2,7 @@ package clog
 
 import (
 	"context"
-	"errors"
-	"sync"
+	"time"
 
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
@@ -14,68 +13,96 @@ import (
 	"github.com/gochat/im-infra/lifecycle"
 )
 
-// FxModule provides the root *Logger (bootstrapped for the
-// lifecycle.Identity in the graph) and the live *config.Value[Config] read
-// from the config.Source in the graph under component "clog". On start it
-// loads that config, applies it and re-applies it on every change; on stop
-// it flushes the logs.
-var FxModule = fx.Module("clog",
+// ModuleName names clog's config component ("clog") and its fx module.
+const ModuleName = "clog"
+
+// TeeName is the fx name under which a test can supply a zapcore.Core that
+// receives every entry of the app's logging, through every config change
+// (clogtest does).
+const TeeName = "clog.tee"
+
+// Module gives the app its own logging state and provides its root *Logger
+// (bootstrapped for the lifecycle.Identity in the graph: console in dev,
+// JSON elsewhere) and the live *config.Value[Config] of component "clog". On
+// start it applies that config (the production logger) and re-applies it on
+// every change; on stop it flushes the logs. The package facade (L, For,
+// Info, ...) follows the app while it lives, so two apps in one process (as
+// parallel tests) keep separate loggers, levels and outputs.
+var Module = fx.Module(ModuleName,
 	fx.Provide(
-		newFxLogger,
-		config.ProvideValue[Config]("clog"),
+		newAppLogging,
+		func(a *appLogging) *Logger { return a.root },
+		config.ProvideValue[Config](ModuleName),
 	),
-	fx.Invoke(registerHooks),
+	fx.Invoke(applyConfigLive),
 )
 
-func newFxLogger(id lifecycle.Identity) *Logger {
-	Bootstrap(id)
-	return L()
+// appLogging is one app's logging state.
+type appLogging struct {
+	hub   *hub
+	root  *Logger
+	began time.Time
 }
 
-// registerHooks runs in phase 2, after the config source's own OnStart.
-func registerHooks(lc fx.Lifecycle, v *config.Value[Config], l *Logger) {
-	// mu orders the first Apply against change callbacks, so a change that
-	// lands while starting is applied after, not before, the value it
-	// replaces. seen records that a callback already applied something:
-	// loading documents at Start notifies, and then there is nothing left to do.
-	var (
-		mu     sync.Mutex
-		seen   bool
-		cancel func()
-	)
-	apply := func(cfg Config) {
-		if err := Apply(cfg); err != nil {
-			l.Warn("clog: config not applied; keeping the current logger", zap.Error(err))
+type appLoggingParams struct {
+	fx.In
+
+	Identity  lifecycle.Identity
+	Lifecycle fx.Lifecycle
+	Tee       zapcore.Core `name:"clog.tee" optional:"true"`
+}
+
+func newAppLogging(p appLoggingParams) *appLogging {
+	st := initialState(p.Identity.Env)
+	st.tee = p.Tee
+	st.base = st.withTee(st.raw)
+	h := newHub(st)
+	h.bootstrap(p.Identity)
+	install(h)
+	a := &appLogging{hub: h, root: newLogger(h.ref, "", nil), began: time.Now()}
+	ModuleLogger(a.root, ModuleName).Info("bootstrap logger ready; the production config is applied at start",
+		zap.String("service", p.Identity.Service), zap.String("env", p.Identity.Env), zap.String("version", p.Identity.Version))
+	// Appended first (the logger is the first thing an app builds), so it
+	// runs last on stop: every other component can still log its stop.
+	p.Lifecycle.Append(fx.StopHook(func() error {
+		err := h.cur.Load().base.Sync()
+		uninstall(h)
+		if st := h.cur.Load(); st.sink != nil {
+			_ = st.sink.Close()
 		}
-	}
+		return err
+	}))
+	return a
+}
+
+// applyConfigLive runs in phase 2, after the config Value's own OnStart.
+func applyConfigLive(lc fx.Lifecycle, v *config.Value[Config], a *appLogging) {
+	log := ModuleLogger(a.root, ModuleName)
+	var cancel func()
 	lc.Append(fx.Hook{
-		OnStart: func(ctx context.Context) error {
+		OnStart: func(context.Context) error {
+			first := true
 			cancel = v.Subscribe(func(_, cfg Config) {
-				mu.Lock()
-				defer mu.Unlock()
-				seen = true
-				apply(cfg)
+				// A config that cannot be applied (an unwritable file) must
+				// not keep the service down: it keeps logging as before and
+				// says why.
+				if err := a.hub.apply(cfg); err != nil {
+					log.Warn("logging config not applied; keeping the current logger", zap.Error(err))
+					return
+				}
+				if first {
+					log.Info("production logger applied", zap.String("level", cfg.Level), zap.String("format", cfg.Format),
+						zap.String("output", cfg.Output), zap.Duration("since_bootstrap", time.Since(a.began)))
+				}
+				first = false
 			})
-			if err := v.Start(ctx); err != nil {
-				cancel()
-				return err
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if !seen {
-				// No document (or the source is down): apply the defaults or
-				// snapshot. A logging config that cannot be applied (an
-				// unwritable file) must not keep the service down; it keeps
-				// logging to stderr and says why.
-				apply(v.Get())
-			}
 			return nil
 		},
-		OnStop: func(ctx context.Context) error {
+		OnStop: func(context.Context) error {
 			if cancel != nil {
 				cancel()
 			}
-			return errors.Join(v.Stop(ctx), Sync())
+			return nil
 		},
 	})
 }
@@ -83,7 +110,7 @@ func registerHooks(lc fx.Lifecycle, v *config.Value[Config], l *Logger) {
 // FxEventLogger logs fx's own events (provides, invokes, hooks) at debug
 // level through l, so they stay out of production logs until l's level is
 // lowered; failures are still logged at error level. Giving it
-// Module("fx") lets levels.fx=debug turn them on live.
+// ModuleLogger(root, "fx") lets levels.fx=debug turn them on live.
 func FxEventLogger(l *Logger) fxevent.Logger {
 	zl := &fxevent.ZapLogger{Logger: l}
 	zl.UseLogLevel(zapcore.DebugLevel)

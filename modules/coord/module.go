@@ -4,7 +4,6 @@ import (
 	"context"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/resolver"
-	"os"
 
 	"go.uber.org/fx"
 	"go.uber.org/zap"
@@ -29,9 +28,7 @@ var Module = fx.Module(component,
 		(*Client).Raw,
 		fx.Annotate(NewSource, fx.As(fx.Self()), fx.As(new(config.Source))),
 		NewCenter,
-		lifecycle.AsChecker(NewHealthChecker),
 		newLifecycleRegistry,
-		lifecycle.AsChecker(NewRegistryChecker),
 		newDiscovery,
 		newResolverBuilder,
 		newLifecycleLocker,
@@ -42,9 +39,10 @@ var Module = fx.Module(component,
 // The constructors below register their OnStop when built, which is after
 // the client's, so each one releases its leases before the client closes.
 
-func newLifecycleRegistry(lc fx.Lifecycle, cli *clientv3.Client, log *zap.Logger) *Registry {
+func newLifecycleRegistry(lc fx.Lifecycle, cli *clientv3.Client, log *zap.Logger, agg *lifecycle.Aggregator) *Registry {
 	r := NewRegistry(cli, log.Named(component), RegistryOptions{})
 	lc.Append(fx.Hook{OnStop: r.Close})
+	agg.Add(NewRegistryChecker(r))
 	return r
 }
 
@@ -74,18 +72,19 @@ func newLifecycleIDAllocator(lc fx.Lifecycle, cli *clientv3.Client, id lifecycle
 	return a, nil
 }
 
-func loadEnvConfig() (Config, error) { return LoadConfig(os.Getenv) }
+func loadEnvConfig(e lifecycle.Environ) (Config, error) { return LoadConfig(e.Getenv) }
 
 // newLifecycleClient builds the client (phase 1, no network) and ties it to
 // the app: OnStart probes etcd and never fails the start, because an etcd
 // outage must not stop a service that can run on its snapshot; OnStop closes
 // the client.
-func newLifecycleClient(lc fx.Lifecycle, cfg Config, log *zap.Logger) (*Client, error) {
+func newLifecycleClient(lc fx.Lifecycle, cfg Config, log *zap.Logger, agg *lifecycle.Aggregator) (*Client, error) {
 	log = log.Named(component)
 	c, err := NewClient(cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	agg.Add(NewHealthChecker(c))
 	lc.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
 			if err := c.Start(ctx); err != nil {

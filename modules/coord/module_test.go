@@ -25,8 +25,21 @@ type cfgModuleOut struct {
 	Source   config.Source
 	Own      *Source
 	Center   *Center
-	Checkers []lifecycle.Checker `group:"health"`
+	Registry *Registry
+	Health   *lifecycle.Aggregator
 }
+
+// states runs the app's health checks.
+func states(agg *lifecycle.Aggregator) map[string]lifecycle.State {
+	out := map[string]lifecycle.State{}
+	for name, st := range agg.Check(context.Background()).Checks {
+		out[name] = st.State
+	}
+	return out
+}
+
+// withHealth supplies what lifecycle.Module would: an aggregator.
+var withHealth = fx.Provide(func() *lifecycle.Aggregator { return lifecycle.NewAggregator(nil, lifecycle.AggregatorOptions{}) })
 
 func TestModuleWiringAndStopOrder(t *testing.T) {
 	e := startEtcd(t)
@@ -35,7 +48,8 @@ func TestModuleWiringAndStopOrder(t *testing.T) {
 	var clientOpenAtStop bool
 	app := fxtest.New(t,
 		Module,
-		fx.Supply(zap.NewNop()),
+		withHealth,
+		fx.Supply(zap.NewNop(), lifecycle.ProcessEnviron()),
 		fx.Populate(&out),
 		// Stands in for the registry: a user of the client registers its
 		// hook later and so must stop while the client is still open.
@@ -48,11 +62,7 @@ func TestModuleWiringAndStopOrder(t *testing.T) {
 	assert.Same(t, out.Client.Raw(), out.Raw)
 	assert.Equal(t, "etcd", out.Source.Name())
 	assert.Same(t, out.Own, out.Source)
-	names := map[string]lifecycle.State{}
-	for _, c := range out.Checkers {
-		names[c.Name()] = c.Check(context.Background()).State
-	}
-	assert.Equal(t, map[string]lifecycle.State{"coord": lifecycle.Healthy, "registry": lifecycle.Healthy}, names)
+	assert.Equal(t, map[string]lifecycle.State{"coord": lifecycle.Healthy, "registry": lifecycle.Healthy}, states(out.Health))
 	_, err := out.Center.Set(context.Background(), "/config/dev/svc/m", []byte("{}"))
 	require.NoError(t, err)
 
@@ -68,24 +78,21 @@ func TestModuleStartsWithEtcdDown(t *testing.T) {
 	t.Setenv(EnvProbeTimeout, "300ms")
 	core, logs := observer.New(zapcore.InfoLevel)
 	var checkers cfgModuleOut
-	app := fxtest.New(t, Module, fx.Supply(zap.New(core)), fx.Populate(&checkers))
+	app := fxtest.New(t, Module, withHealth, fx.Supply(zap.New(core), lifecycle.ProcessEnviron()), fx.Populate(&checkers))
 	start := time.Now()
 	app.RequireStart()
 	assert.Less(t, time.Since(start), time.Second, "start is bounded by the probe timeout")
 	assert.False(t, checkers.Client.Connected())
 	assert.Equal(t, 1, logs.FilterMessageSnippet("etcd unreachable at start").Len())
-	states := map[string]lifecycle.State{}
-	for _, c := range checkers.Checkers {
-		states[c.Name()] = c.Check(context.Background()).State
-	}
-	assert.Equal(t, lifecycle.Degraded, states["coord"])
-	assert.Equal(t, lifecycle.Healthy, states["registry"], "nothing registered, nothing lost")
+	st := states(checkers.Health)
+	assert.Equal(t, lifecycle.Degraded, st["coord"])
+	assert.Equal(t, lifecycle.Healthy, st["registry"], "nothing registered, nothing lost")
 	app.RequireStop()
 }
 
 func TestModuleRefusesMissingEndpoints(t *testing.T) {
 	t.Setenv(EnvEndpoints, "")
-	app := fx.New(Module, fx.Supply(zap.NewNop()), fx.Invoke(func(*Client) {}), fx.NopLogger)
+	app := fx.New(Module, withHealth, fx.Supply(zap.NewNop(), lifecycle.ProcessEnviron()), fx.Invoke(func(*Client) {}), fx.NopLogger)
 	err := app.Err()
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), EnvEndpoints)

@@ -101,13 +101,18 @@ func TestValueWatchResumesWithoutGapsAfterRestart(t *testing.T) {
 	e := startEtcd(t)
 	v := valueOn(t, e, nil)
 	var (
-		mu   sync.Mutex
-		seen []int
+		mu    sync.Mutex
+		seen  []int
+		first = true
 	)
 	defer v.Subscribe(func(_, n cfgSchema) {
 		mu.Lock()
+		defer mu.Unlock()
+		if first { // the value at subscription time
+			first = false
+			return
+		}
 		seen = append(seen, n.N)
-		mu.Unlock()
 	})()
 	writer := rawClient(t, e)
 	ctx := context.Background()
@@ -149,7 +154,7 @@ func TestValueOnEtcdRefusesBadDocumentsAndFallsBack(t *testing.T) {
 		require.Eventually(t, func() bool { return v.Rejected() == int64(i+1) }, 2*time.Second, 2*time.Millisecond, bad)
 		assert.Equal(t, 5, v.Get().N, "last good value kept after %s", bad)
 	}
-	assert.Len(t, logs.FilterMessage("config document refused; keeping the last good config").All(), 4)
+	assert.Len(t, logs.FilterMessageSnippet("config refused").All(), 4)
 
 	_, err = writer.Delete(ctx, valService)
 	require.NoError(t, err)
