@@ -196,26 +196,39 @@ func (a *App) Key(component string) string {
 // would apply it).
 func (a *App) Put(t testing.TB, component, json string) {
 	t.Helper()
-	a.apply(t, component, a.Key(component), []byte(json))
+	if err := a.TryPut(component, json); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TryPut is Put that returns the refusal (a CONFIG or VALIDATION
+// *lifecycle.InfraError) instead of failing the test.
+func (a *App) TryPut(component, json string) error {
+	return a.apply(component, a.Key(component), []byte(json))
 }
 
 // PutGlobal is Put for the global layer.
 func (a *App) PutGlobal(t testing.TB, component, json string) {
 	t.Helper()
-	a.apply(t, component, config.GlobalKey(a.identity.Env, component), []byte(json))
+	if err := a.apply(component, config.GlobalKey(a.identity.Env, component), []byte(json)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Delete deletes the service-layer document of component and returns once
 // the app has applied the layers below.
 func (a *App) Delete(t testing.TB, component string) {
 	t.Helper()
-	a.apply(t, component, a.Key(component), nil)
+	if err := a.apply(component, a.Key(component), nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
-func (a *App) apply(t testing.TB, component, key string, data []byte) {
-	t.Helper()
+// apply writes (or with nil data deletes) key and waits until the app's
+// Value of component has processed that revision.
+func (a *App) apply(component, key string, data []byte) error {
 	if _, ok := a.values.Status(component); !ok {
-		t.Fatalf("fxinfratest: the app has no config Value for %q; nothing would apply the document", component)
+		return fmt.Errorf("fxinfratest: the app has no config Value for %q; nothing would apply the document", component)
 	}
 	var rev int64
 	if data == nil {
@@ -228,12 +241,12 @@ func (a *App) apply(t testing.TB, component, key string, data []byte) {
 		st, _ := a.values.Status(component)
 		if st.Revision >= rev {
 			if r := st.Refusal; r != nil && r.Revision >= rev {
-				t.Fatalf("fxinfratest: %s refused: %v", key, r.Err)
+				return r.Err
 			}
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("fxinfratest: %s at revision %d not applied within 5s (at %d)", key, rev, st.Revision)
+			return fmt.Errorf("fxinfratest: %s at revision %d not applied within 5s (at %d)", key, rev, st.Revision)
 		}
 		time.Sleep(time.Millisecond)
 	}

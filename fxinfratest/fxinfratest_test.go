@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/gochat/im-infra/fxinfratest"
+	"github.com/gochat/im-infra/lifecycle"
 	"github.com/gochat/im-infra/modules/clog"
 )
 
@@ -41,24 +42,11 @@ func TestNewPutAndParallelApps(t *testing.T) {
 	}
 }
 
-func TestPutRefusedFailsTheTest(t *testing.T) {
+func TestTryPutReturnsTheRefusal(t *testing.T) {
 	app := fxinfratest.New(t)
-	ft := &fakeT{TB: t}
-	func() {
-		defer func() { _ = recover() }()
-		app.Put(ft, "clog", `{"level":"loud"}`)
-	}()
-	assert.True(t, ft.failed, "a refused document fails the test")
-}
-
-// fakeT records Fatalf instead of ending the test.
-type fakeT struct {
-	testing.TB
-	failed bool
-}
-
-func (f *fakeT) Helper() {}
-func (f *fakeT) Fatalf(string, ...any) {
-	f.failed = true
-	panic("fatal")
+	err := app.TryPut("clog", `{"level":"loud"}`)
+	var ie *lifecycle.InfraError
+	require.ErrorAs(t, err, &ie)
+	assert.Equal(t, "level", ie.Field)
+	assert.Error(t, app.TryPut("nosuch", `{}`), "no Value would apply it")
 }
