@@ -33,7 +33,7 @@ type eventLogger struct {
 	fallback *zap.Logger
 
 	mu        sync.Mutex
-	hook      string // the OnStart hook running now, by its caller
+	hook      string // the OnStart hook running now
 	stopBegan time.Time
 }
 
@@ -77,7 +77,9 @@ func (l *eventLogger) LogEvent(e fxevent.Event) {
 	switch ev := e.(type) {
 	case *fxevent.OnStartExecuting:
 		l.mu.Lock()
-		l.hook = ev.CallerName
+		// FunctionName, not CallerName: hooks are appended through
+		// lifecycle.DrainFirst, which every CallerName would name.
+		l.hook = ev.FunctionName
 		l.mu.Unlock()
 	case *fxevent.OnStartExecuted:
 		if ev.Err == nil {
