@@ -9,9 +9,17 @@
 // with Duration for "5s"-style durations and Secret for values that must
 // never print.
 //
-// A Value never publishes a config that did not parse and validate: an
-// invalid document is refused with a warning, the last good value stays, and
-// a later good document applies as usual. Readers call Get, one atomic load.
+// Layers merge explicitly: objects and maps key by key, recursively;
+// arrays and scalars replace whole; null and empty documents contribute
+// nothing. A Value keeps the latest document of every layer and validates
+// the whole set on each change: a valid set is published, an invalid one is
+// refused with a warning and the last valid config stays until a later
+// change makes the set valid. Once writes stop, Get equals Parse of the
+// current layers whenever that is valid. Readers call Get, one atomic load;
+// Subscribe delivers the current value and then every change, in order.
+//
+// ProvideValue makes a Value for fx and registers its own start and stop
+// hooks, so a Value in the graph is always loaded and watched.
 //
 // Documents come from a Source: etcd in production (modules/coord), a
 // directory (DirSource) in development, memory (MemorySource) in tests. When

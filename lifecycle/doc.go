@@ -10,9 +10,13 @@
 //     TIMEOUT, VALIDATION, INTERNAL) and matched with errors.Is against the
 //     sentinels ErrConfig, ErrConnection, ErrTimeout, ErrValidation and
 //     ErrInternal.
-//   - Checker, Status, Aggregator: each module contributes a Checker to the fx
-//     value group "health" (AsChecker); the Aggregator runs them in parallel
-//     and reports the worst state.
+//   - Checker, Status, Aggregator: each component's constructor registers its
+//     Checker with Aggregator.Add (never an fx value group, which would make
+//     fx build every component); the Aggregator runs them in parallel and
+//     reports the worst state.
+//   - Environ: flags, then environment variables: where bootstrap settings
+//     come from, replaceable per app in tests.
+//   - ErrorHandler: counts InfraErrors as infra_errors_total{type,component}.
 //   - Readiness and EventLogger: whether the service should receive traffic,
 //     driven by fx's own lifecycle events.
 //   - AdminServer: the operational HTTP port with /healthz, /readyz, optional
@@ -27,11 +31,11 @@
 // check is unhealthy. Degraded (for example, config served from a snapshot
 // while etcd is unreachable) still takes traffic.
 //
-// fx has no callback that runs after the app has started or before the first
-// OnStop hook, but it reports both as events on the goroutine that runs the
-// hooks. EventLogger wraps the fx event logger and turns those events into
-// Readiness changes, so shutdown begins with /readyz answering 503 and a
-// drain delay that lets load balancers notice before any listener closes.
+// fx has no callback that runs after the app has started, but it reports
+// that as an event: EventLogger turns fx's events into Readiness changes.
+// The drain, during which /readyz answers 503 so load balancers notice
+// before any listener closes, is a real stop step bounded by the stop ctx;
+// DrainFirst makes it the first one whatever order hooks were registered in.
 //
 // The behaviour lives in plain constructors (NewAggregator, NewReadiness,
 // NewAdminServer) that work and are tested without fx; module.go only wires

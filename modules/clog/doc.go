@@ -6,9 +6,11 @@
 // A service logs before its configuration exists: constructors run in phase
 // 1, and the logging config arrives from the config center in phase 2. With
 // plain zap, loggers handed out early keep the bootstrap core forever. Here
-// every logger — L, Module, the package functions, and anything derived with
-// With or Named — writes through a core that looks up the current state on
-// each call. Bootstrap installs a console (dev) or JSON core on stderr with
+// every logger — the app's root, ModuleLogger loggers, the package facade,
+// and anything derived with With or Named — writes through a core that looks
+// up the current state on each call. Each fx app has its own state; the
+// facade follows the app installed last, so apps in one process (parallel
+// tests) stay apart. Bootstrap installs a console (dev) or JSON core on stderr with
 // service/env/instance fields; Apply swaps in the production core built from
 // Config; a later Apply (a config change) swaps again. A logger created
 // before a swap follows it, including its With fields and its module's
@@ -41,7 +43,7 @@
 //
 // # Per-module levels
 //
-// Module("cache") returns a logger whose lines carry module=cache and whose
+// ModuleLogger(log, "cache") returns a logger whose lines carry module=cache and whose
 // level is Config.Levels["cache"] when set, else the global level. Setting
 // levels.cache=debug in the config center turns on debug for that module
 // alone, within one config watch round trip, without a restart.
@@ -50,7 +52,7 @@
 //
 // Apply validates first: an invalid config (unknown level, file output
 // without a path, an unopenable file) is refused with a *lifecycle.InfraError
-// and the current core stays. FxModule logs such a refusal as a warning and
+// and the current core stays. Module logs such a refusal as a warning and
 // keeps logging; config.Value already refuses documents that do not
 // validate, keeping the last good one. A rotating file that the new config
 // no longer uses is closed after the swap; unchanged file settings keep the
@@ -63,7 +65,7 @@
 //
 // # Fx
 //
-// FxModule provides the root *Logger and *config.Value[Config] and applies
+// Module provides the app's root *Logger and *config.Value[Config] and applies
 // the config on start and on every change. FxEventLogger routes fx's own
 // events at debug level.
 package clog
