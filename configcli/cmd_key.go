@@ -179,6 +179,9 @@ at mod revision R (0: only if it does not exist), as get shows it.`,
 			if err != nil {
 				return err
 			}
+			if len(strings.TrimSpace(string(data))) == 0 {
+				return usageErr("the document is empty (to take a layer away, use delete)")
+			}
 			env, _, _, _ := parseConfigKey(k)
 			p := plan{op: "set", env: env, dryRun: dryRun, detail: map[string]any{},
 				build: func(before map[string]docState) ([]change, error) {
