@@ -109,6 +109,10 @@ type runner struct {
 	in       io.Reader
 	out, err io.Writer
 	g        globals
+	// keyIsEtcdKey: the running command has its own --key (an etcd key),
+	// which shadows the global --key (the TLS key).
+	keyIsEtcdKey bool
+	cmdPath      string
 }
 
 // globals are the global flags, after their environment variables.
@@ -260,6 +264,8 @@ func (r *runner) resolveGlobals(cmd *cobra.Command) error {
 	// The root's own flag objects: a command's --key (an etcd key) shadows
 	// the global --key (the TLS key) in cmd.Flags().
 	flags := cmd.Root().PersistentFlags()
+	r.keyIsEtcdKey = cmd.LocalNonPersistentFlags().Lookup("key") != nil
+	r.cmdPath = cmd.CommandPath()
 	for _, b := range envBindings {
 		f := flags.Lookup(b.flag)
 		if f == nil || f.Changed || (b.flag == "key" && flags.Lookup("tls-key").Changed) {

@@ -33,6 +33,9 @@ func (r *runner) connect() (*coord.Client, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, usageErr("no etcd endpoints: pass --endpoints or set %s", coord.EnvEndpoints)
 	}
+	if r.g.cert != "" && r.g.key == "" && r.keyIsEtcdKey {
+		return nil, usageErr("--cert is set but no TLS client key: on %s, --key names an etcd key; give the TLS key with --tls-key or %s", r.cmdPath, coord.EnvTLSKey)
+	}
 	cfg.Username = r.g.user
 	cfg.Password = config.Secret(r.g.password)
 	cfg.TLS = coord.TLSConfig{CAFile: r.g.cacert, CertFile: r.g.cert, KeyFile: r.g.key}
@@ -118,7 +121,7 @@ func (r *runner) etcdErr(what string, err error) error {
 	case errors.Is(e, rpctypes.ErrCompacted):
 		return invalidErr("%s: that revision has been compacted away", what)
 	case errors.Is(err, context.DeadlineExceeded), status.Code(err) == codes.DeadlineExceeded:
-		return conn("%s: etcd at %s did not answer within %s (--timeout)", what, r.g.endpoints, r.g.timeout)
+		return conn("%s: etcd at %s did not answer within %s (--timeout): check that it runs, that the address is right and that the TLS settings match the server's", what, r.g.endpoints, r.g.timeout)
 	case errors.Is(err, context.Canceled):
 		return conn("%s: interrupted", what)
 	}

@@ -23,7 +23,7 @@ const realEtcdBinary = "/usr/bin/etcd"
 // startRealEtcd runs realEtcdBinary on free ports in a temp dir and kills
 // it at cleanup. It skips when the binary is absent, unless
 // IMINFRA_TEST_REQUIRE_REAL=1.
-func startRealEtcd(t *testing.T) string {
+func startRealEtcd(t *testing.T, tlsArgs ...string) string {
 	t.Helper()
 	if _, err := os.Stat(realEtcdBinary); err != nil {
 		if os.Getenv("IMINFRA_TEST_REQUIRE_REAL") == "1" {
@@ -34,7 +34,7 @@ func startRealEtcd(t *testing.T) string {
 	var lastErr error
 	// A port picked free can be taken before etcd binds it: try again.
 	for attempt := 0; attempt < 3; attempt++ {
-		endpoint, err := tryStartRealEtcd(t)
+		endpoint, err := tryStartRealEtcd(t, tlsArgs)
 		if err == nil {
 			return endpoint
 		}
@@ -44,9 +44,15 @@ func startRealEtcd(t *testing.T) string {
 	return ""
 }
 
-func tryStartRealEtcd(t *testing.T) (string, error) {
+// tryStartRealEtcd starts etcd; with tlsArgs (server certificate flags) its
+// client URL is https and the readiness probe only waits for the port.
+func tryStartRealEtcd(t *testing.T, tlsArgs []string) (string, error) {
 	dir := t.TempDir()
-	client, peer := "http://"+freeAddr(t), "http://"+freeAddr(t)
+	scheme := "http://"
+	if len(tlsArgs) > 0 {
+		scheme = "https://"
+	}
+	client, peer := scheme+freeAddr(t), "http://"+freeAddr(t)
 	logFile, err := os.Create(filepath.Join(dir, "etcd.log"))
 	require.NoError(t, err)
 	cmd := exec.Command(realEtcdBinary,
@@ -54,6 +60,7 @@ func tryStartRealEtcd(t *testing.T) (string, error) {
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "configcli-test="+peer, "--log-level", "error")
+	cmd.Args = append(cmd.Args, tlsArgs...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)
@@ -77,15 +84,20 @@ func tryStartRealEtcd(t *testing.T) (string, error) {
 			return "", fmt.Errorf("etcd exited: %v: %s", err, log)
 		default:
 		}
-		st, err := raw.Status(ctx(t, time.Second), client)
-		if err == nil {
+		if len(tlsArgs) > 0 {
+			if conn, err := net.DialTimeout("tcp", strings.TrimPrefix(client, scheme), time.Second); err == nil {
+				_ = conn.Close()
+				t.Cleanup(stop)
+				return client, nil
+			}
+		} else if st, err := raw.Status(ctx(t, time.Second), client); err == nil {
 			t.Logf("real etcd %s at %s", st.Version, client)
 			t.Cleanup(stop)
 			return client, nil
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return "", fmt.Errorf("etcd not ready in 15s: %v", err)
+			return "", fmt.Errorf("etcd not ready in 15s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -149,4 +161,46 @@ func TestAgainstRealEtcd(t *testing.T) {
 		ops = append(ops, r.(map[string]any)["op"].(string))
 	}
 	assert.Equal(t, []string{"import", "set", "rollback"}, ops)
+}
+
+// --cacert, --cert and --key reach etcd through coord: a server that
+// demands client certificates answers with them, and refuses without.
+func TestTLSFlagsAgainstRealEtcd(t *testing.T) {
+	dir := t.TempDir()
+	pki := newTestPKI(t, dir)
+	endpoint := startRealEtcd(t, "--cert-file", pki.serverCert, "--key-file", pki.serverKey,
+		"--trusted-ca-file", pki.ca, "--client-cert-auth")
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"mutual TLS", []string{"--cacert", pki.ca, "--cert", pki.clientCert, "--tls-key", pki.clientKey}, 0, "no audit records"},
+		{"from the environment", nil, 0, "no audit records"},
+		{"no client certificate", []string{"--cacert", pki.ca}, 3, "did not answer within 2s"},
+		{"certificate without its key", []string{"--cacert", pki.ca, "--cert", pki.clientCert}, 2,
+			"on config-cli audit, --key names an etcd key; give the TLS key with --tls-key or IMINFRA_ETCD_TLS_KEY"},
+		{"unreadable CA", []string{"--cacert", filepath.Join(dir, "missing.pem")}, 2, "--cacert: cannot read CA file"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.args == nil {
+				t.Setenv("IMINFRA_ETCD_TLS_CA", pki.ca)
+				t.Setenv("IMINFRA_ETCD_TLS_CERT", pki.clientCert)
+				t.Setenv("IMINFRA_ETCD_TLS_KEY", pki.clientKey)
+			}
+			res := cli(t, "", append([]string{"--endpoints", endpoint, "--timeout", "2s", "audit"}, tc.args...)...)
+			assert.Equal(t, tc.code, res.code, res.String())
+			assert.Contains(t, res.out+res.err, tc.want)
+			if tc.name == "mutual TLS" {
+				// export has no --key of its own: there the global
+				// --key is the TLS key.
+				res = cli(t, "", "--endpoints", endpoint, "--env", testEnv, "export", "--path", t.TempDir(),
+					"--cacert", pki.ca, "--cert", pki.clientCert, "--key", pki.clientKey)
+				assert.Equal(t, 0, res.code, res.String())
+			}
+		})
+	}
 }
