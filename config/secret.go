@@ -94,10 +94,10 @@ func (s *Secret) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &v); err != nil {
 		return fmt.Errorf("want a string")
 	}
-	if m := envRef.FindStringSubmatch(v); m != nil {
-		val, ok := os.LookupEnv(m[1])
-		if !ok {
-			return fmt.Errorf("environment variable %s is not set", m[1])
+	if name, ok := EnvReference(v); ok {
+		val, set := os.LookupEnv(name)
+		if !set {
+			return fmt.Errorf("environment variable %s is not set", name)
 		}
 		v = val
 	}
@@ -110,6 +110,16 @@ func (s *Secret) UnmarshalJSON(b []byte) error {
 	}
 	*s = Secret(v)
 	return nil
+}
+
+// EnvReference reports whether s is a "${ENV_VAR}" reference, as a Secret
+// reads it, and names the variable.
+func EnvReference(s string) (name string, ok bool) {
+	m := envRef.FindStringSubmatch(s)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
 }
 
 // NewSecretKey returns a fresh random key for EnvConfigKey.

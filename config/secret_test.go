@@ -121,3 +121,11 @@ func TestEncryptSecretRefusesBadKey(t *testing.T) {
 		assert.Contains(t, err.Error(), config.EnvConfigKey)
 	}
 }
+
+func TestEnvReference(t *testing.T) {
+	for s, want := range map[string]string{"${DB_PW}": "DB_PW", "${_x1}": "_x1", "$DB_PW": "", "${DB-PW}": "", "pre${A}": "", "${A}post": ""} {
+		name, ok := config.EnvReference(s)
+		assert.Equal(t, want != "", ok, s)
+		assert.Equal(t, want, name, s)
+	}
+}

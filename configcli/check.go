@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -255,8 +254,6 @@ func notObject(data []byte) string {
 	return ""
 }
 
-var envRefRe = regexp.MustCompile(`^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$`)
-
 // prepare stands in for what only the service's own environment can supply,
 // so a document is checked here as it will be there:
 //   - a secret "${VAR}" whose variable is not set here is replaced by a
@@ -277,9 +274,9 @@ func prepare(comp Component, data []byte, note func(string)) []byte {
 	}
 	replaced := false
 	walkSecrets(obj, comp.typ, "", func(path, v string) any {
-		if m := envRefRe.FindStringSubmatch(v); m != nil {
-			if _, set := os.LookupEnv(m[1]); !set {
-				note(fmt.Sprintf("%s: field %s comes from $%s in the service's environment; not checked here", comp.name, path, m[1]))
+		if name, ok := config.EnvReference(v); ok {
+			if _, set := os.LookupEnv(name); !set {
+				note(fmt.Sprintf("%s: field %s comes from $%s in the service's environment; not checked here", comp.name, path, name))
 				replaced = true
 				return "placeholder-from-environment"
 			}

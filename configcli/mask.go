@@ -30,7 +30,7 @@ func maskDocument(data []byte, comp *Component) (any, error) {
 		return nil, err
 	}
 	maskSecret := func(_, v string) any {
-		if v == "" || envRefRe.MatchString(v) {
+		if v == "" || isEnvReference(v) {
 			return v
 		}
 		return maskedValue
@@ -41,6 +41,11 @@ func maskDocument(data []byte, comp *Component) (any, error) {
 		doc = maskByName(doc, false)
 	}
 	return maskEncrypted(doc), nil
+}
+
+func isEnvReference(s string) bool {
+	_, ok := config.EnvReference(s)
+	return ok
 }
 
 // maskByName masks strings under keys that look like secrets.
@@ -55,7 +60,7 @@ func maskByName(doc any, secret bool) any {
 			v[i] = maskByName(e, secret)
 		}
 	case string:
-		if secret && v != "" && !envRefRe.MatchString(v) {
+		if secret && v != "" && !isEnvReference(v) {
 			return maskedValue
 		}
 	}

@@ -171,6 +171,18 @@ func TestServiceUserReadsOnlyItsOwnConfig(t *testing.T) {
 	}
 	_, err = repo.Revoke(bg, lease.ID)
 	assert.NoError(t, err, "revoking its lease needs write on every key under it")
+
+	// auth init again, as root, adds a service and leaves the rest alone.
+	res = cli(t, "", append(c.as("root"), "--env", testEnv, "auth", "init", "--services", "im-repo,im-gw", "--output", "json")...)
+	require.Equal(t, 0, res.code, res.String())
+	created := res.decode(t)["created"].([]any)
+	require.Len(t, created, 1, res.String())
+	assert.Equal(t, "test.im-gw", created[0].(map[string]any)["user"])
+	res = cli(t, "", append(c.as(repoUser), "--env", testEnv, "--service", "im-repo", "get", "db")...)
+	assert.Equal(t, 0, res.code, "im-repo's password still works: %s", res)
+	res = cli(t, "", append(c.as(configcli.OperatorUser), "--env", testEnv, "auth", "init", "--services", "im-x")...)
+	assert.Equal(t, 3, res.code, "only root manages users: %s", res)
+	assert.Contains(t, res.err, "permission denied")
 }
 
 func (c *cluster) auditPrefix() string { return configcli.DefaultAuditPrefix }
