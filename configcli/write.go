@@ -28,8 +28,8 @@ type plan struct {
 	env string
 	// build computes the changes from the documents in etcd now.
 	build func(before map[string]docState) ([]change, error)
-	// guard is the caller's own compare-and-swap condition (set
-	// --if-revision), or nil.
+	// guard is the caller's own compare-and-swap condition (set and
+	// delete --if-revision), or nil; build checks it too.
 	guard *guard
 	// detail is added to the audit record.
 	detail map[string]any
@@ -89,11 +89,8 @@ func (r *runner) apply(ctx context.Context, cli *clientv3.Client, p plan) error 
 		}
 		wrote, auditKey, err := r.commit(ctx, cli, p, before, rev, changes, res.used)
 		if errors.Is(err, errConflict) {
-			if p.guard != nil {
-				if cur, ok, gerr := r.modRevision(ctx, cli, p.guard.key); gerr == nil && (cur != p.guard.modRev || (!ok && p.guard.modRev != 0)) {
-					return invalidErr("%s changed: it is at mod revision %d, not %d (--if-revision); nothing was written", p.guard.key, cur, p.guard.modRev)
-				}
-			}
+			// The next build sees what changed: a lost --if-revision
+			// fails there with its own message.
 			if attempt < writeAttempts {
 				r.notef("etcd changed while checking; checking again")
 				continue
@@ -251,20 +248,6 @@ func (r *runner) commit(ctx context.Context, cli *clientv3.Client, p plan, befor
 		return 0, "", errConflict
 	}
 	return resp.Header.Revision, auditKey, nil
-}
-
-// modRevision reads key's mod revision; ok is false when it does not exist.
-func (r *runner) modRevision(ctx context.Context, cli *clientv3.Client, key string) (int64, bool, error) {
-	ctx, cancel := r.reqCtx(ctx)
-	defer cancel()
-	resp, err := cli.Get(ctx, key, clientv3.WithKeysOnly())
-	if err != nil {
-		return 0, false, r.etcdErr("read "+key, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return 0, false, nil
-	}
-	return resp.Kvs[0].ModRevision, true, nil
 }
 
 // auditRecord describes a write for the audit prefix. It holds no values,
