@@ -140,7 +140,8 @@ func (r *runner) authCommand() *cobra.Command {
   {ids}{service}/;
 the operator user and role (readwrite on /config/ and the audit prefix),
 the root user (password from ` + EnvRootPassword + `, else generated) with the
-root role; then enable authentication. Generated passwords are printed once.
+root role; then enable authentication. Without services it creates root
+and the operator only. Generated passwords are printed once.
 Existing users keep their passwords; grants are added, never removed, so the
 command can be run again for a new service, as root once auth is on.`,
 		Args: cobra.NoArgs,
@@ -151,9 +152,6 @@ command can be run again for a new service, as root once auth is on.`,
 			}
 			if len(services) == 0 && r.g.service != "" {
 				services = []string{r.g.service}
-			}
-			if len(services) == 0 {
-				return usageErr("name the services: --services im-repo,im-logic (or --service)")
 			}
 			for _, s := range services {
 				if !nameRe.MatchString(s) || s == config.GlobalService {

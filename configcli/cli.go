@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
@@ -113,6 +114,8 @@ type runner struct {
 	// which shadows the global --key (the TLS key).
 	keyIsEtcdKey bool
 	cmdPath      string
+	// client, when set, is used instead of connecting (and not closed).
+	client *clientv3.Client
 }
 
 // globals are the global flags, after their environment variables.
@@ -151,7 +154,11 @@ var envBindings = []struct{ flag, env string }{
 // Run runs the CLI on args (without the program name) and returns the exit
 // code. Errors go to Err as one line each (a list for validation problems),
 // never a stack trace.
-func (c CLI) Run(ctx context.Context, args []string) int {
+func (c CLI) Run(ctx context.Context, args []string) int { return c.run(ctx, args, nil) }
+
+// run is Run, on client instead of a connection of its own when client is
+// not nil (tests: see export_test.go).
+func (c CLI) run(ctx context.Context, args []string, client *clientv3.Client) int {
 	if c.Name == "" {
 		c.Name = "config-cli"
 	}
@@ -169,7 +176,7 @@ func (c CLI) Run(ctx context.Context, args []string) int {
 		fmt.Fprintf(c.Err, "%s: %v\n", c.Name, err)
 		return ExitUsage
 	}
-	r := &runner{name: c.Name, reg: reg, in: c.In, out: c.Out, err: c.Err}
+	r := &runner{name: c.Name, reg: reg, in: c.In, out: c.Out, err: c.Err, client: client}
 	root := r.rootCommand()
 	root.SetArgs(args)
 	root.SetIn(c.In)

@@ -75,6 +75,9 @@ func flagNameOf(ie *lifecycle.InfraError) string {
 
 // withClient connects, runs fn with the raw client and closes it.
 func (r *runner) withClient(ctx context.Context, fn func(cli *clientv3.Client) error) error {
+	if r.client != nil {
+		return fn(r.client)
+	}
 	c, err := r.connect()
 	if err != nil {
 		return err

@@ -96,30 +96,35 @@ func cliCtx(ctx context.Context, t testing.TB, stdin string, args ...string) res
 // service, made by the CLI's own auth init.
 type cluster struct {
 	endpoints []string
-	direct    string // the server itself, past devstack's proxy
 	passwords map[string]string
 	root      *clientv3.Client
+	// operator is the operator's client, logged in once, which op runs the
+	// CLI on; nil: op connects as the CLI does (real etcd, where a login
+	// is cheap).
+	operator *clientv3.Client
 }
 
 const rootPassword = "root-pw"
 
-var testServices = []string{"im-repo", "im-logic"}
-
-// startCluster starts an embedded etcd and runs auth init on it.
-func startCluster(t *testing.T) *cluster {
+// startCluster starts an embedded etcd and runs auth init on it for
+// services (each service user costs a bcrypt hash, about a second under
+// -race, so a test names only those it runs).
+func startCluster(t *testing.T, services ...string) *cluster {
 	t.Helper()
 	e, err := devstack.StartEtcd(devstack.EtcdOptions{})
 	require.NoError(t, err)
 	t.Cleanup(e.Close)
-	return initAuth(t, e.Endpoints(), e.DirectEndpoint())
+	c := initAuth(t, e.Endpoints(), services...)
+	c.operator = c.client(t, configcli.OperatorUser)
+	return c
 }
 
-func initAuth(t *testing.T, endpoints []string, direct string) *cluster {
+func initAuth(t *testing.T, endpoints []string, services ...string) *cluster {
 	t.Helper()
 	t.Setenv(configcli.EnvRootPassword, rootPassword)
-	c := &cluster{endpoints: endpoints, direct: direct, passwords: map[string]string{"root": rootPassword}}
+	c := &cluster{endpoints: endpoints, passwords: map[string]string{"root": rootPassword}}
 	res := cli(t, "", "auth", "init", "--endpoints", strings.Join(endpoints, ","), "--env", testEnv,
-		"--services", strings.Join(testServices, ","), "--output", "json")
+		"--services", strings.Join(services, ","), "--output", "json")
 	require.Equal(t, 0, res.code, res.String())
 	var out struct {
 		Created []struct{ User, Password string }
@@ -143,7 +148,13 @@ func (c *cluster) as(user string) []string {
 // op runs the CLI as the operator in env test.
 func (c *cluster) op(t testing.TB, args ...string) result {
 	t.Helper()
-	return cli(t, "", append(append(c.as(configcli.OperatorUser), "--env", testEnv), args...)...)
+	args = append(append(c.as(configcli.OperatorUser), "--env", testEnv), args...)
+	if c.operator == nil {
+		return cli(t, "", args...)
+	}
+	var out, errOut bytes.Buffer
+	code := configcli.CLI{Components: components, Out: &out, Err: &errOut}.RunWithClient(context.Background(), c.operator, args)
+	return result{code: code, out: out.String(), err: errOut.String()}
 }
 
 // client is a raw etcd client of user.

@@ -117,7 +117,7 @@ func freeAddr(t *testing.T) string {
 // service, and the audit records.
 func TestAgainstRealEtcd(t *testing.T) {
 	endpoint := startRealEtcd(t)
-	c := initAuth(t, []string{endpoint}, endpoint)
+	c := initAuth(t, []string{endpoint}, "im-repo")
 	v, _ := c.serviceValue(t, "im-repo")
 
 	res := c.op(t, "import", "--path", writeTree(t, goodTree), "--output", "json")

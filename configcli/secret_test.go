@@ -50,7 +50,7 @@ func TestGetMasksSecrets(t *testing.T) {
 }
 
 func TestEncryptedPasswordRoundTrip(t *testing.T) {
-	c := startCluster(t)
+	c := startCluster(t, "im-repo")
 	goodKey, err := config.NewSecretKey()
 	require.NoError(t, err)
 	otherKey, err := config.NewSecretKey()

@@ -60,7 +60,7 @@ func revisionOf(t *testing.T, res result) int64 {
 }
 
 func TestRollbackIsAppliedByARunningService(t *testing.T) {
-	c := startCluster(t)
+	c := startCluster(t, "im-repo")
 	v, _ := c.serviceValue(t, "im-repo")
 	assert.Equal(t, 10, v.Get().PoolSize)
 
@@ -125,7 +125,7 @@ func TestRollbackIsAppliedByARunningService(t *testing.T) {
 }
 
 func TestServiceUserReadsOnlyItsOwnConfig(t *testing.T) {
-	c := startCluster(t)
+	c := startCluster(t, "im-repo", "im-logic")
 	v, src := c.serviceValue(t, "im-repo")
 	res := c.op(t, "--service", "im-logic", "set", "db", `{"poolSize":7,"password":"logic-pw"}`)
 	require.Equal(t, 0, res.code, res.String())
