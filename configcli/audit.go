@@ -41,12 +41,17 @@ type auditKey struct {
 	File            string `json:"file,omitempty"`  // the local file it came from (import)
 }
 
-// listAudit reads the audit records, oldest first; with key set, only
-// those that changed it.
-func (r *runner) listAudit(ctx context.Context, cli *clientv3.Client, key string, minRev int64) ([]auditRecord, error) {
+// listAudit reads the audit records, oldest first: with key set, only
+// those that changed it; with minRev, only those from that revision on;
+// with last > 0 (and no key), only the last ones.
+func (r *runner) listAudit(ctx context.Context, cli *clientv3.Client, key string, minRev int64, last int) ([]auditRecord, error) {
 	ctx, cancel := r.reqCtx(ctx)
 	defer cancel()
 	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+	if key == "" && last > 0 {
+		// Keys sort by time: the newest are the last ones.
+		opts = []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(last))}
+	}
 	if minRev > 0 {
 		opts = append(opts, clientv3.WithMinModRev(minRev))
 	}
@@ -65,6 +70,9 @@ func (r *runner) listAudit(ctx context.Context, cli *clientv3.Client, key string
 			continue
 		}
 		out = append(out, rec)
+	}
+	if key == "" && last > 0 {
+		slices.Reverse(out)
 	}
 	return out, nil
 }
@@ -85,7 +93,7 @@ holds no values.`,
 				return usageErr("--limit must not be negative")
 			}
 			return r.withClient(cmd.Context(), func(cli *clientv3.Client) error {
-				recs, err := r.listAudit(cmd.Context(), cli, key, 0)
+				recs, err := r.listAudit(cmd.Context(), cli, key, 0, limit)
 				if err != nil {
 					return err
 				}

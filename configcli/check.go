@@ -278,14 +278,14 @@ func prepare(comp Component, data []byte, note func(string)) []byte {
 			if _, set := os.LookupEnv(name); !set {
 				note(fmt.Sprintf("%s: field %s comes from $%s in the service's environment; not checked here", comp.name, path, name))
 				replaced = true
-				return "placeholder-from-environment"
+				return "(from $" + name + ")"
 			}
 			return v
 		}
 		if strings.HasPrefix(v, config.EncryptedPrefix) && os.Getenv(config.EnvConfigKey) == "" {
 			note(fmt.Sprintf("%s: field %s is encrypted and %s is not set here: checked without decrypting", comp.name, path, config.EnvConfigKey))
 			replaced = true
-			return "placeholder-encrypted"
+			return "(encrypted; " + config.EnvConfigKey + " is not set here)"
 		}
 		return v
 	})

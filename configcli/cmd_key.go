@@ -106,9 +106,12 @@ func (r *runner) getEffective(ctx context.Context, cli *clientv3.Client, key str
 	}
 	var layers []config.Layer
 	var present []string
+	note := func(s string) { r.notef("note: %s", s) }
 	for i, rr := range resp.Responses {
 		if kvs := rr.GetResponseRange().GetKvs(); len(kvs) > 0 {
-			layers = append(layers, config.Layer{Key: keys[i], Data: nonNil(kvs[0].Value)})
+			// What only the service's environment supplies shows as
+			// where it comes from.
+			layers = append(layers, config.Layer{Key: keys[i], Data: prepare(comp, nonNil(kvs[0].Value), note)})
 			present = append(present, keys[i])
 		}
 	}

@@ -34,7 +34,7 @@ func (r *runner) keyHistory(ctx context.Context, cli *clientv3.Client, key strin
 	if len(resp.Kvs) > 0 {
 		last, current = resp.Kvs[0].ModRevision, nonNil(resp.Kvs[0].Value)
 	} else {
-		recs, err := r.listAudit(ctx, cli, key, 0)
+		recs, err := r.listAudit(ctx, cli, key, 0, 0)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -137,7 +137,7 @@ revision listed can be passed to rollback --to-revision.`,
 				if len(entries) > 0 {
 					minRev = entries[0].Revision
 				}
-				recs, err := r.listAudit(cmd.Context(), cli, key, minRev)
+				recs, err := r.listAudit(cmd.Context(), cli, key, minRev, 0)
 				if err != nil {
 					return err
 				}

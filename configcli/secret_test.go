@@ -47,6 +47,9 @@ func TestGetMasksSecrets(t *testing.T) {
 	assert.Contains(t, res.err, "field password comes from $IMINFRA_TEST_DB_PW_UNSET in the service's environment; not checked here")
 	res = c.op(t, "--service", "im-logic", "get", "db")
 	assert.Contains(t, res.out, `"password": "${IMINFRA_TEST_DB_PW_UNSET}"`)
+	res = c.op(t, "--service", "im-logic", "get", "db", "--effective", "--reveal")
+	require.Equal(t, 0, res.code, res.String())
+	assert.Contains(t, res.out, `"password": "(from $IMINFRA_TEST_DB_PW_UNSET)"`)
 }
 
 func TestEncryptedPasswordRoundTrip(t *testing.T) {
