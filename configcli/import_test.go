@@ -137,11 +137,21 @@ func TestImport(t *testing.T) {
 		assert.Contains(t, res.err, "nothing was written")
 		assert.Equal(t, before, c.snapshot(t, treeKeys()...))
 
+		// 127 documents and the audit record fill one transaction exactly.
+		files := map[string]string{"global/admin.json": `{"pprof":false}`}
+		for i := range 63 {
+			files[fmt.Sprintf("fit-%02d/db.json", i)] = `{"poolSize":1}`
+			files[fmt.Sprintf("fit-%02d/admin.json", i)] = `{}`
+		}
+		res = c.op(t, "import", "--path", writeTree(t, files), "--output", "json")
+		require.Equal(t, 0, res.code, res.String())
+		assert.EqualValues(t, 127, res.decode(t)["written"])
+
 		// etcd's own limit (128 by default), when the flag is set above it.
-		files := map[string]string{}
+		files = map[string]string{}
 		for i := range 65 {
-			files[fmt.Sprintf("svc-%02d/db.json", i)] = `{"poolSize":1}`
-			files[fmt.Sprintf("svc-%02d/admin.json", i)] = `{}`
+			files[fmt.Sprintf("big-%02d/db.json", i)] = `{"poolSize":1}`
+			files[fmt.Sprintf("big-%02d/admin.json", i)] = `{}`
 		}
 		dir = writeTree(t, files)
 		count := c.countPrefix(t, "/config/")

@@ -8,11 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"os/user"
 	"reflect"
-	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -203,15 +201,10 @@ func (r *runner) commit(ctx context.Context, cli *clientv3.Client, p plan, befor
 		// Nothing in the env was created or rewritten since the read ...
 		clientv3.Compare(clientv3.ModRevision(prefix), "<", rev+1).WithPrefix(),
 	}
-	// ... and nothing the check read or the write touches was deleted.
-	guarded := map[string]bool{}
+	// ... and no document the check read was deleted (a delete leaves no
+	// mod revision for the range to compare). A key the write itself puts
+	// or deletes needs no guard: the result is the same either way.
 	for _, k := range used {
-		guarded[k] = true
-	}
-	for _, ch := range changes {
-		guarded[ch.Key] = true
-	}
-	for _, k := range slices.Sorted(maps.Keys(guarded)) {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", before[k].modRev))
 	}
 	if p.guard != nil {
@@ -235,7 +228,7 @@ func (r *runner) commit(ctx context.Context, cli *clientv3.Client, p plan, befor
 	}
 	ops = append(ops, clientv3.OpPut(auditKey, string(recJSON)))
 	if len(ops) > r.g.maxTxnOps || len(cmps) > r.g.maxTxnOps {
-		return 0, "", invalidErr("this write needs %d operations and %d comparisons in one transaction (%d keys, the audit record, and a guard on each key the check read), more than etcd allows in one (--max-txn-ops %d, etcd's default); nothing was written. It is never split, so that it applies all or nothing: raise etcd's --max-txn-ops and pass the same --max-txn-ops here, or write fewer documents at once",
+		return 0, "", invalidErr("this write needs %d operations and %d comparisons in one transaction (%d keys and the audit record; a guard on each unchanged document the check read), more than etcd allows in one (--max-txn-ops %d, etcd's default); nothing was written. It is never split, so that it applies all or nothing: raise etcd's --max-txn-ops and pass the same --max-txn-ops here, or write fewer documents at once",
 			len(ops), len(cmps), len(changes), r.g.maxTxnOps)
 	}
 	tctx, cancel := r.reqCtx(ctx)
