@@ -185,6 +185,14 @@ func (r *runner) check(env string, before map[string]docState, changes []change,
 					keyDesc = keys[1] + " over " + keys[0]
 				}
 				if svc == "" {
+					if _, defErr := comp.parse(nil); defErr != nil {
+						// The defaults alone are no valid config either (a
+						// component that needs an address): each service
+						// must give its own, and the global layer cannot be
+						// blamed for what it leaves out.
+						note(fmt.Sprintf("%s: the global layer alone is not a valid config (field %q: %s); every service that runs %s needs a document of its own", name, field, msg, name))
+						continue
+					}
 					msg += " (services with no document of their own run on the global layer alone)"
 				}
 				addProblem(problem{File: strings.Join(files, " + "), Key: keyDesc, Component: name, Field: field, Message: msg})

@@ -23,6 +23,8 @@ func TestInitSetDeleteWatch(t *testing.T) {
 		res := c.op(t, "--service", "im-repo", "init", "--output", "json")
 		require.Equal(t, 0, res.code, res.String())
 		rev := int64(res.decode(t)["revision"].(float64))
+		assert.Contains(t, res.err, `skipped store: its defaults are not a valid config here (field "dsn": required)`)
+		assert.False(t, c.snapshot(t, key("im-repo", "store"))[key("im-repo", "store")].exists)
 		got := c.snapshot(t, keys...)
 		for _, k := range keys {
 			require.True(t, got[k].exists, k)
@@ -63,6 +65,19 @@ func TestInitSetDeleteWatch(t *testing.T) {
 		res := c.op(t, "--service", "im-repo", "set", "db", `{"poolSize":0}`)
 		require.Equal(t, 1, res.code, res.String())
 		assert.Contains(t, res.err, key("im-repo", "db")+`: field "poolSize": must be > 0, got 0`)
+		// A component each service must configure: the global layer may
+		// leave the DSN out, a service may not.
+		res = c.op(t, "--service", "global", "set", "store", `{"maxOpen":50}`)
+		require.Equal(t, 0, res.code, res.String())
+		assert.Contains(t, res.err, "every service that runs store needs a document of its own")
+		res = c.op(t, "--service", "im-repo", "set", "store", `{"maxOpen":5}`)
+		require.Equal(t, 1, res.code, res.String())
+		assert.Contains(t, res.err, key("im-repo", "store")+" over "+config.GlobalKey(testEnv, "store")+`: field "dsn": required`)
+		res = c.op(t, "--service", "im-repo", "set", "store", `{"dsn":"user:pw@tcp(db)/repo"}`)
+		require.Equal(t, 0, res.code, res.String())
+		res = c.op(t, "--service", "global", "set", "store", `{"maxOpen":"many"}`)
+		require.Equal(t, 1, res.code, "a global document is still decoded strictly: %s", res)
+
 		res = c.op(t, "--service", "im-repo", "set", "cache", `{}`)
 		require.Equal(t, 1, res.code, res.String())
 		assert.Contains(t, res.err, `unknown component "cache"`)
@@ -133,7 +148,7 @@ func TestInitSetDeleteWatch(t *testing.T) {
 			assert.NotEmpty(t, rec["osUser"])
 			assert.Greater(t, rec["revision"].(float64), rec["baseRevision"].(float64))
 		}
-		assert.Equal(t, []string{"init", "set", "init", "set", "set", "set", "delete", "set", "delete"}, ops)
+		assert.Equal(t, []string{"init", "set", "init", "set", "set", "set", "set", "set", "delete", "set", "delete"}, ops)
 		res = c.op(t, "audit", "--limit", "1")
 		require.Equal(t, 0, res.code, res.String())
 		assert.Regexp(t, `^\d{4}-\S+  rev \d+  config-operator  delete  -`+key("im-repo", "admin")+`\n$`, res.out)

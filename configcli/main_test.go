@@ -51,12 +51,29 @@ func (c dbConfig) Validate() error {
 	return nil
 }
 
-// components is what the CLI under test knows: two of im-infra's own and
-// one with a secret.
+// storeConfig is a component whose defaults are not a valid config: each
+// service must give its own DSN.
+type storeConfig struct {
+	DSN     config.Secret `json:"dsn"`
+	MaxOpen int           `json:"maxOpen"`
+}
+
+func (storeConfig) Defaults() storeConfig { return storeConfig{MaxOpen: 10} }
+
+func (c storeConfig) Validate() error {
+	if c.DSN == "" {
+		return lifecycle.ValidationError("store", "dsn", "required")
+	}
+	return nil
+}
+
+// components is what the CLI under test knows: two of im-infra's own, one
+// with a secret, and one that needs a setting per service.
 var components = []configcli.Component{
 	configcli.ComponentOf[clog.Config]("clog"),
 	configcli.ComponentOf[fxinfra.AdminConfig]("admin"),
 	configcli.ComponentOf[dbConfig]("db"),
+	configcli.ComponentOf[storeConfig]("store"),
 }
 
 const testEnv = "test"
