@@ -1,0 +1,4 @@
+package db
+
+// ModuleName names the module in config keys, logs, health and errors.
+const ModuleName = "db"
