@@ -108,10 +108,10 @@ func (c Config) mysqlConnector() (*connector, error) {
 	host, _, _ := net.SplitHostPort(mc.Addr)
 	tlsMode := c.TLS
 	return &connector{
-		driver:  DriverMySQL,
+		driver:   DriverMySQL,
 		address:  mc.Addr + "/" + mc.DBName,
 		database: mc.DBName,
-		secrets: c.secretsOf(mc.Passwd),
+		secrets:  c.secretsOf(mc.Passwd),
 		open: func(log mysql.Logger) (*sql.DB, error) {
 			cfg := mc.Clone()
 			if log != nil {
@@ -175,10 +175,10 @@ func (c Config) postgresConnector() (*connector, error) {
 	}
 	tlsMode := c.TLS
 	return &connector{
-		driver:  DriverPostgres,
+		driver:   DriverPostgres,
 		address:  net.JoinHostPort(pc.Host, strconv.Itoa(int(pc.Port))) + "/" + pc.Database,
 		database: pc.Database,
-		secrets: c.secretsOf(pc.Password),
+		secrets:  c.secretsOf(pc.Password),
 		open: func(mysql.Logger) (*sql.DB, error) {
 			cfg := pc.Copy()
 			switch tlsMode.Mode {
@@ -225,10 +225,10 @@ func (c Config) sqliteConnector() (*connector, error) {
 	}
 	file = strings.TrimPrefix(file, "file:")
 	return &connector{
-		driver:  DriverSQLite,
+		driver:   DriverSQLite,
 		address:  file,
 		database: file,
-		secrets: c.secretsOf(),
+		secrets:  c.secretsOf(),
 		open: func(mysql.Logger) (*sql.DB, error) {
 			return sql.Open(sqlite.DriverName, dsn)
 		},
