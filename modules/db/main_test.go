@@ -153,7 +153,9 @@ func eachDriver(t *testing.T, fn func(t *testing.T, tg target)) {
 type testDB struct {
 	*DB
 	prefix string
-	logs   *observer.ObservedLogs
+	logs   *observer.ObservedLogs // tests take from it
+	// everything keeps every line, for "never logged" checks.
+	everything *observer.ObservedLogs
 }
 
 func randomPrefix() string {
@@ -171,8 +173,9 @@ func openDB(t testing.TB, cfg Config, opts ...Option) *testDB {
 func openPrefixed(t testing.TB, prefix string, cfg Config, opts ...Option) *testDB {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
+	allCore, everything := observer.New(zapcore.DebugLevel)
 	all := append([]Option{
-		WithLogger(zap.New(core)),
+		WithLogger(zap.New(zapcore.NewTee(core, allCore))),
 		WithGormConfig(func(c *gorm.Config) { c.NamingStrategy = schema.NamingStrategy{TablePrefix: prefix} }),
 	}, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -183,7 +186,7 @@ func openPrefixed(t testing.TB, prefix string, cfg Config, opts ...Option) *test
 		dropPrefixed(t, d, prefix)
 		require.NoError(t, d.Close())
 	})
-	return &testDB{DB: d, prefix: prefix, logs: logs}
+	return &testDB{DB: d, prefix: prefix, logs: logs, everything: everything}
 }
 
 // dropPrefixed drops every table whose name starts with prefix.
