@@ -81,7 +81,8 @@ type Config struct {
 
 	// MaxOpenConns caps the pool (default 25). Live.
 	MaxOpenConns int `json:"maxOpenConns"`
-	// MaxIdleConns is how many idle connections are kept (default 10). Live.
+	// MaxIdleConns is how many idle connections are kept (default 10),
+	// at most MaxOpenConns. Live.
 	MaxIdleConns int `json:"maxIdleConns"`
 	// ConnMaxLifetime closes a connection this long after it was opened
 	// (default 1h; 0 keeps it forever). Live.
@@ -155,8 +156,8 @@ func (c Config) Validate() error {
 	if c.MaxOpenConns < 1 {
 		return invalid("maxOpenConns", fmt.Sprintf("must be at least 1, got %d", c.MaxOpenConns))
 	}
-	if c.MaxIdleConns < 0 || c.MaxIdleConns > c.MaxOpenConns {
-		return invalid("maxIdleConns", fmt.Sprintf("must be between 0 and maxOpenConns (%d), got %d", c.MaxOpenConns, c.MaxIdleConns))
+	if c.MaxIdleConns < 0 {
+		return invalid("maxIdleConns", fmt.Sprintf("must not be negative, got %d", c.MaxIdleConns))
 	}
 	for _, d := range []struct {
 		field string

@@ -211,8 +211,12 @@ func (d *DB) Transaction(ctx context.Context, fn func(tx *gorm.DB) error, opts .
 // not race to create the same table.
 func (d *DB) AutoMigrate(ctx context.Context, dst ...any) error {
 	start := time.Now()
-	err := d.withMigrationLock(ctx, "gorm_automigrate", func() error {
-		return d.gorm.WithContext(ctx).AutoMigrate(dst...)
+	err := d.withMigrationLock(ctx, "gorm_automigrate", func(conn *sql.Conn) error {
+		// On the connection that holds the lock: a pool of one would
+		// otherwise wait on itself.
+		g := d.gorm.WithContext(ctx)
+		g.Statement.ConnPool = conn
+		return g.AutoMigrate(dst...)
 	})
 	if err != nil {
 		return migrateError(ctx, "automigrate", "gorm AutoMigrate failed", err, d.conn.secrets)

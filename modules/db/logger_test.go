@@ -92,7 +92,7 @@ func TestSQLLogging(t *testing.T) {
 			q := map[string]string{
 				DriverMySQL:    "SELECT SLEEP(0.25)",
 				DriverPostgres: "SELECT pg_sleep(0.25)",
-				DriverSQLite:   "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT count(*) FROM c",
+				DriverSQLite:   sqliteBusy(t, 300*time.Millisecond),
 			}[tg.driver]
 			start := time.Now()
 			require.NoError(t, d.WithContext(ctx).Exec(q).Error)

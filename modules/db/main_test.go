@@ -2,6 +2,8 @@ package db
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"crypto/rand"
 	"encoding/hex"
 	"net"
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -205,7 +208,6 @@ func dropPrefixed(t testing.TB, d *DB, prefix string) {
 		q = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
 	}
 	var names []string
-	require.NoError(t, d.SQL().QueryRowContext(ctx, "SELECT 1").Err())
 	rows, err := d.SQL().QueryContext(ctx, q)
 	require.NoError(t, err)
 	for rows.Next() {
@@ -234,6 +236,29 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+var (
+	sqliteRowsPerMs     int
+	sqliteCalibrateOnce sync.Once
+)
+
+// sqliteBusy returns a statement that keeps SQLite busy for about d: it
+// has no sleep function, and a recursive CTE runs 60 times slower under
+// the race detector, so the row count is measured once.
+func sqliteBusy(t testing.TB, d time.Duration) string {
+	const cte = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %d) SELECT count(*) FROM c"
+	sqliteCalibrateOnce.Do(func() {
+		db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "calibrate.db"))
+		require.NoError(t, err)
+		defer db.Close()
+		const n = 20000
+		start := time.Now()
+		var c int
+		require.NoError(t, db.QueryRow(fmt.Sprintf(cte, n)).Scan(&c))
+		sqliteRowsPerMs = max(1, int(float64(n)/(float64(time.Since(start))/float64(time.Millisecond))))
+	})
+	return fmt.Sprintf(cte, sqliteRowsPerMs*int(d/time.Millisecond))
 }
 
 // Item is the model most tests use.

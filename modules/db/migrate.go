@@ -110,8 +110,8 @@ func (d *DB) Migrate(ctx context.Context, fsys fs.FS, dir string, opts ...Migrat
 }
 
 // withMigrationLock runs fn while this process holds the migration lock
-// called name.
-func (d *DB) withMigrationLock(ctx context.Context, name string, fn func() error) (err error) {
+// called name on conn.
+func (d *DB) withMigrationLock(ctx context.Context, name string, fn func(conn *sql.Conn) error) (err error) {
 	locker, err := d.sessionLocker(name)
 	if err != nil {
 		return err
@@ -127,7 +127,7 @@ func (d *DB) withMigrationLock(ctx context.Context, name string, fn func() error
 	defer func() {
 		err = errors.Join(err, locker.SessionUnlock(context.WithoutCancel(ctx), conn))
 	}()
-	return fn()
+	return fn(conn)
 }
 
 // sessionLocker returns the lock that serialises migrations recorded in

@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -177,7 +178,7 @@ func TestTransactions(t *testing.T) {
 // 1, then rows written by versions 2 and 10, so that applying out of
 // version order or twice shows in the table. Versions 1 and 2 also sleep,
 // so two migrators started together overlap.
-func migrations(driver, prefix string) fstest.MapFS {
+func migrations(t testing.TB, driver, prefix string) fstest.MapFS {
 	id, sleep := "", ""
 	switch driver {
 	case DriverMySQL:
@@ -186,7 +187,7 @@ func migrations(driver, prefix string) fstest.MapFS {
 		id, sleep = "BIGSERIAL PRIMARY KEY", "SELECT pg_sleep(0.2);"
 	default:
 		id = "INTEGER PRIMARY KEY AUTOINCREMENT"
-		sleep = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) SELECT count(*) FROM c;"
+		sleep = sqliteBusy(t, 50*time.Millisecond) + ";"
 	}
 	file := func(up, down string) *fstest.MapFile {
 		return &fstest.MapFile{Data: []byte("-- +goose Up\n" + up + "\n-- +goose Down\n" + down + "\n")}
@@ -249,7 +250,7 @@ func TestMigrateTwoInstancesAtOnce(t *testing.T) {
 		prefix := randomPrefix()
 		a := openPrefixed(t, prefix, cfg)
 		b := openPrefixed(t, prefix, cfg) // a second app on the same database
-		all := migrations(tg.driver, prefix)
+		all := migrations(t, tg.driver, prefix)
 		table := prefix + "goose"
 		ctx := ctxT(t, 30*time.Second)
 
@@ -280,7 +281,7 @@ func TestMigrateFailureStopsAndNamesTheFile(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
 		d := openDB(t, tg.config(t))
 		ctx := ctxT(t, 20*time.Second)
-		fsys := migrations(tg.driver, d.prefix)
+		fsys := migrations(t, tg.driver, d.prefix)
 		fsys["migrations/3_broken.sql"] = &fstest.MapFile{Data: []byte("-- +goose Up\nINSERT INTO no_such_table_" + d.prefix + " VALUES (1);\n")}
 		err := d.Migrate(ctx, fsys, "migrations", WithVersionTable(d.prefix+"goose"))
 		require.Error(t, err)
@@ -298,7 +299,7 @@ func TestMigrateBadInput(t *testing.T) {
 	assert.ErrorIs(t, err, lifecycle.ErrValidation)
 	assert.Contains(t, err.Error(), "no migration files")
 
-	err = d.Migrate(ctx, migrations(DriverSQLite, d.prefix), "migrations", WithVersionTable("bad name; drop"))
+	err = d.Migrate(ctx, migrations(t, DriverSQLite, d.prefix), "migrations", WithVersionTable("bad name; drop"))
 	assert.ErrorIs(t, err, lifecycle.ErrValidation)
 
 	err = d.Migrate(ctx, fstest.MapFS{"m/1_x.sql": {Data: []byte("no goose annotations")}}, "m")
@@ -342,7 +343,7 @@ func TestMigrationLockWaitIsBoundedByCtx(t *testing.T) {
 		release := make(chan struct{})
 		done := make(chan error, 1)
 		go func() {
-			done <- a.withMigrationLock(context.Background(), prefix+"goose", func() error {
+			done <- a.withMigrationLock(context.Background(), prefix+"goose", func(*sql.Conn) error {
 				close(held)
 				<-release
 				return nil
@@ -352,7 +353,7 @@ func TestMigrationLockWaitIsBoundedByCtx(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		err := b.Migrate(ctx, migrations(tg.driver, prefix), "migrations", WithVersionTable(prefix+"goose"))
+		err := b.Migrate(ctx, migrations(t, tg.driver, prefix), "migrations", WithVersionTable(prefix+"goose"))
 		took := time.Since(start)
 		close(release)
 		require.NoError(t, <-done)
@@ -360,7 +361,7 @@ func TestMigrationLockWaitIsBoundedByCtx(t *testing.T) {
 		assert.Equal(t, lifecycle.TypeTimeout, lifecycle.TypeOf(err), err.Error())
 		assert.Less(t, took, 3*time.Second)
 		// Once released, b migrates.
-		require.NoError(t, b.Migrate(ctxT(t, 20*time.Second), migrations(tg.driver, prefix), "migrations", WithVersionTable(prefix+"goose")))
+		require.NoError(t, b.Migrate(ctxT(t, 20*time.Second), migrations(t, tg.driver, prefix), "migrations", WithVersionTable(prefix+"goose")))
 		assert.Equal(t, []int{2, 10}, steps(t, b))
 	})
 }
