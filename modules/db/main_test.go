@@ -2,10 +2,10 @@ package db
 
 import (
 	"context"
-	"database/sql"
-	"fmt"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
