@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -21,6 +22,9 @@ import (
 // DB is a connection pool behind gorm, with the module's logging, metrics,
 // live pool sizes and migrations. It is safe for concurrent use.
 type DB struct {
+	opts   options
+	opened atomic.Bool // open succeeded; the fields below are set
+
 	gorm  *gorm.DB
 	sql   *sql.DB
 	conn  *connector
@@ -71,30 +75,44 @@ func WithGormConfig(fn func(*gorm.Config)) Option {
 // cfg.DialTimeout (or ctx, if sooner). A server that does not answer is a
 // CONNECTION *lifecycle.InfraError naming the address, never the password.
 func New(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
-	o := options{log: zap.NewNop(), meter: metricnoop.NewMeterProvider()}
+	o := options{}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	d := newDB(o)
+	if err := d.open(ctx, cfg); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// newDB returns an unopened DB: no I/O, nothing usable until open.
+func newDB(o options) *DB {
 	if o.log == nil {
 		o.log = zap.NewNop()
 	}
 	if o.meter == nil {
 		o.meter = metricnoop.NewMeterProvider()
 	}
+	return &DB{opts: o, log: o.log}
+}
+
+// open connects; it is called once, by New or by the fx OnStart hook.
+func (d *DB) open(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return err
 	}
 	start := time.Now()
 	conn, err := cfg.connector()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	sqlDB, err := conn.open(driverLogger{o.log})
+	sqlDB, err := conn.open(driverLogger{d.log})
 	if err != nil {
 		if lifecycle.TypeOf(err) != "" {
-			return nil, err
+			return err
 		}
-		return nil, lifecycle.ConfigError(ModuleName, "", "cannot build the "+conn.driver+" connector", scrub(err, conn.secrets))
+		return lifecycle.ConfigError(ModuleName, "", "cannot build the "+conn.driver+" connector", scrub(err, conn.secrets))
 	}
 	applyPool(sqlDB, cfg)
 
@@ -103,44 +121,47 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*DB, error) {
 	cancel()
 	if err != nil {
 		_ = sqlDB.Close()
-		return nil, connectError(conn, cfg, err)
+		return connectError(conn, cfg, err)
 	}
 
-	sqlog := newSQLLog(o.log, cfg)
+	sqlog := newSQLLog(d.log, cfg)
 	gcfg := &gorm.Config{}
-	for _, fn := range o.gorm {
+	for _, fn := range d.opts.gorm {
 		fn(gcfg)
 	}
 	gcfg.TranslateError = true
 	gcfg.Logger = &sqlLogger{s: sqlog}
-	// New has just pinged, with a deadline; gorm's own ping has none.
+	// open has just pinged, with a deadline; gorm's own ping has none.
 	gcfg.DisableAutomaticPing = true
 	g, err := gorm.Open(conn.dialector(sqlDB), gcfg)
 	if err != nil {
 		_ = sqlDB.Close()
-		return nil, connectError(conn, cfg, err)
+		return connectError(conn, cfg, err)
 	}
-	d := &DB{gorm: g, sql: sqlDB, conn: conn, log: o.log, sqlog: sqlog, cfg: cfg, started: cfg}
-	if d.in, err = newInstruments(o.meter, sqlDB.Stats); err != nil {
+	in, err := newInstruments(d.opts.meter, sqlDB.Stats)
+	if err != nil {
 		_ = sqlDB.Close()
-		return nil, lifecycle.InternalError(ModuleName, "metrics", "cannot create instruments", err)
+		return lifecycle.InternalError(ModuleName, "metrics", "cannot create instruments", err)
 	}
-	plugin := &instrumentation{in: d.in, log: &sqlLogger{s: sqlog}, system: systemName(conn.driver)}
-	if o.tracer != nil {
-		plugin.tracer = o.tracer.Tracer(meterName)
+	plugin := &instrumentation{in: in, log: &sqlLogger{s: sqlog}, system: systemName(conn.driver)}
+	if d.opts.tracer != nil {
+		plugin.tracer = d.opts.tracer.Tracer(meterName)
 	}
 	if err := g.Use(plugin); err != nil {
-		d.in.close()
+		in.close()
 		_ = sqlDB.Close()
-		return nil, lifecycle.InternalError(ModuleName, "plugin", "cannot register callbacks", err)
+		return lifecycle.InternalError(ModuleName, "plugin", "cannot register callbacks", err)
 	}
-	o.log.Info("connected",
+	d.gorm, d.sql, d.conn, d.sqlog, d.in = g, sqlDB, conn, sqlog, in
+	d.cfg, d.started = cfg, cfg
+	d.opened.Store(true)
+	d.log.Info("connected",
 		zap.String("driver", conn.driver),
 		zap.String("address", conn.address),
 		zap.Duration("elapsed", time.Since(start)),
 		zap.Int("max_open_conns", cfg.MaxOpenConns),
 		zap.Int("max_idle_conns", cfg.MaxIdleConns))
-	return d, nil
+	return nil
 }
 
 func connectError(conn *connector, cfg Config, err error) error {
@@ -250,6 +271,9 @@ func (d *DB) Config() Config {
 // Close closes the pool: idle connections at once, busy ones as they are
 // returned. It is safe to call more than once.
 func (d *DB) Close() error {
+	if !d.opened.Load() {
+		return nil
+	}
 	d.closeOnce.Do(func() {
 		start := time.Now()
 		d.in.close()

@@ -22,6 +22,9 @@ func (h *HealthChecker) Name() string { return ModuleName }
 // Check pings within the dial timeout (or ctx, if sooner). The details show
 // the pool, so a pool that is exhausted is visible next to a slow ping.
 func (h *HealthChecker) Check(ctx context.Context) lifecycle.Status {
+	if !h.d.opened.Load() {
+		return lifecycle.Status{State: lifecycle.Unhealthy, Message: "not connected yet"}
+	}
 	ctx, cancel := context.WithTimeout(ctx, h.d.Config().DialTimeout.Std())
 	defer cancel()
 	start := time.Now()

@@ -26,24 +26,19 @@ import (
 	"gorm.io/gorm/schema"
 
 	"github.com/gochat/im-infra/config"
+	"github.com/gochat/im-infra/devstack"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// Test servers: the env vars name them; without them the machine's
-// MariaDB and PostgreSQL are used when they answer. With
-// IMINFRA_TEST_REQUIRE_REAL=1 (CI) a server that does not answer fails the
-// test instead of skipping it.
-const (
-	envMySQL       = "IMINFRA_TEST_MYSQL_DSN"
-	envPostgres    = "IMINFRA_TEST_POSTGRES_DSN"
-	envRequireReal = "IMINFRA_TEST_REQUIRE_REAL"
-
-	defaultMySQLDSN    = "root@tcp(127.0.0.1:3306)/test?parseTime=true"
-	defaultPostgresDSN = "host=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable"
-)
+// Test servers: devstack names them (IMINFRA_TEST_MYSQL_DSN,
+// IMINFRA_TEST_POSTGRES_DSN, else the machine's MariaDB and PostgreSQL).
+// With IMINFRA_TEST_REQUIRE_REAL=1 (CI) a server that does not answer fails
+// the test instead of skipping it. (fxinfratest has the same switch; this
+// package cannot import it.)
+const envRequireReal = "IMINFRA_TEST_REQUIRE_REAL"
 
 // target is one database the suite runs on.
 type target struct {
@@ -69,7 +64,7 @@ func (tg target) config(t testing.TB) Config {
 }
 
 func mysqlTarget() target {
-	dsn := envOr(envMySQL, defaultMySQLDSN)
+	dsn := devstack.MySQLDSN()
 	mc, err := mysql.ParseDSN(dsn)
 	addr := ""
 	if err == nil {
@@ -87,7 +82,7 @@ func mysqlTarget() target {
 }
 
 func postgresTarget() target {
-	dsn := envOr(envPostgres, defaultPostgresDSN)
+	dsn := devstack.PostgresDSN()
 	pc, err := pgx.ParseConfig(dsn)
 	addr := ""
 	if err == nil {
@@ -108,13 +103,6 @@ func postgresTarget() target {
 }
 
 func sqliteTarget() target { return target{driver: DriverSQLite} }
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
 
 func splitHostPort(t testing.TB, addr string) (string, int) {
 	host, p, err := net.SplitHostPort(addr)

@@ -23,11 +23,16 @@ func newMeter() (*sdkmetric.ManualReader, *sdkmetric.MeterProvider) {
 
 func collect(t testing.TB, r *sdkmetric.ManualReader) map[string]metricdata.Metrics {
 	t.Helper()
+	return collectIn(t, r, meterName)
+}
+
+func collectIn(t testing.TB, r *sdkmetric.ManualReader, scope string) map[string]metricdata.Metrics {
+	t.Helper()
 	var rm metricdata.ResourceMetrics
 	require.NoError(t, r.Collect(context.Background(), &rm))
 	out := map[string]metricdata.Metrics{}
 	for _, sm := range rm.ScopeMetrics {
-		if sm.Scope.Name != meterName {
+		if sm.Scope.Name != scope {
 			continue
 		}
 		for _, m := range sm.Metrics {
@@ -40,7 +45,12 @@ func collect(t testing.TB, r *sdkmetric.ManualReader) map[string]metricdata.Metr
 // counterValue sums an int64 counter (or gauge) over its attribute sets.
 func counterValue(t testing.TB, r *sdkmetric.ManualReader, name string, attrs ...attribute.KeyValue) int64 {
 	t.Helper()
-	m, ok := collect(t, r)[name]
+	return counterValueIn(t, r, meterName, name, attrs...)
+}
+
+func counterValueIn(t testing.TB, r *sdkmetric.ManualReader, scope, name string, attrs ...attribute.KeyValue) int64 {
+	t.Helper()
+	m, ok := collectIn(t, r, scope)[name]
 	if !ok {
 		return 0
 	}
