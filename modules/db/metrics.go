@@ -131,15 +131,25 @@ type instrumentation struct {
 	system attribute.KeyValue
 }
 
-// callState is what the before-callback hands the after-callback through
-// the statement's context.
+// callState carries a statement's start from the before-callback to the
+// after-callback. It is the statement's context for the time between (one
+// allocation per statement, where a context.WithValue would make two).
 type callState struct {
-	start time.Time
-	ctx   context.Context // the caller's, restored after the statement
-	span  trace.Span
+	context.Context                 // what the statement runs with
+	orig            context.Context // the caller's, restored afterwards
+	start           time.Time
+	span            trace.Span
 }
 
 type callStateKey struct{}
+
+// Value finds the callState even under contexts derived from it.
+func (c *callState) Value(key any) any {
+	if key == (callStateKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
 
 func (p *instrumentation) Name() string { return "im-infra:db" }
 
@@ -178,25 +188,28 @@ func (p *instrumentation) Initialize(g *gorm.DB) error {
 func (p *instrumentation) before(op string) func(*gorm.DB) {
 	spanName := "db " + op
 	return func(g *gorm.DB) {
-		st := &callState{start: time.Now(), ctx: g.Statement.Context}
-		ctx := st.ctx
+		st := &callState{Context: g.Statement.Context, orig: g.Statement.Context, start: time.Now()}
 		if p.tracer != nil {
-			ctx, st.span = p.tracer.Start(ctx, spanName, trace.WithSpanKind(trace.SpanKindClient))
+			st.Context, st.span = p.tracer.Start(st.orig, spanName, trace.WithSpanKind(trace.SpanKindClient))
 		}
-		g.Statement.Context = context.WithValue(ctx, callStateKey{}, st)
+		g.Statement.Context = st
 	}
 }
 
 func (p *instrumentation) after(op string) func(*gorm.DB) {
-	attrs := p.in.byOp[op]
+	// Built once: a variadic option would otherwise allocate per call.
+	record := []metric.RecordOption{p.in.byOp[op]}
+	add := []metric.AddOption{p.in.byOp[op]}
 	opAttr := attribute.String("db.operation.name", op)
 	return func(g *gorm.DB) {
-		st, _ := g.Statement.Context.Value(callStateKey{}).(*callState)
-		if st == nil {
-			return
+		st, ok := g.Statement.Context.(*callState)
+		if !ok {
+			if st, ok = g.Statement.Context.Value(callStateKey{}).(*callState); !ok {
+				return
+			}
 		}
 		took := time.Since(st.start)
-		g.Statement.Context = st.ctx
+		g.Statement.Context = st.orig
 		err := g.Error
 		failed := err != nil && !errors.Is(err, gorm.ErrRecordNotFound)
 		sql := &g.Statement.SQL
@@ -213,15 +226,15 @@ func (p *instrumentation) after(op string) func(*gorm.DB) {
 		if sql.Len() == 0 && !failed {
 			return // nothing ran (an empty batch, a dry run)
 		}
-		p.in.duration.Record(st.ctx, took.Seconds(), attrs)
+		p.in.duration.Record(st.orig, took.Seconds(), record...)
 		if failed {
-			p.in.errors.Add(st.ctx, 1, attrs)
+			p.in.errors.Add(st.orig, 1, add...)
 		}
 		log := p.log
 		if l, ok := g.Logger.(*sqlLogger); ok {
 			log = l // a session's own level (db.Debug())
 		}
-		log.statement(st.ctx, op, sql, g.RowsAffected, took, err)
+		log.statement(st.orig, op, sql, g.RowsAffected, took, err)
 	}
 }
 
