@@ -88,7 +88,7 @@ func newInstruments(mp metric.MeterProvider, stats func() sql.DBStats) (*instrum
 	if err != nil {
 		return nil, err
 	}
-	restart, err := m.Int64ObservableGauge("db.config.restart_pending", metric.WithUnit("1"),
+	restart, err := m.Int64ObservableGauge("db.config.restart_pending",
 		metric.WithDescription("1 while the config holds a change that only a restart applies (driver, address, credentials, TLS, dialTimeout)."))
 	if err != nil {
 		return nil, err
