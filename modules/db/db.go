@@ -293,6 +293,9 @@ func (d *DB) Close() error {
 // restart: Apply logs it at warn and the db.config.restart_pending gauge
 // shows 1 until the config matches the running pool again.
 func (d *DB) Apply(cfg Config) error {
+	if !d.opened.Load() {
+		return lifecycle.NewError(lifecycle.TypeInternal, ModuleName, "apply", "the pool is not open yet")
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
