@@ -3,6 +3,9 @@ package db
 import (
 	"errors"
 	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -130,4 +133,35 @@ func TestConfigDocuments(t *testing.T) {
 	assert.ErrorIs(t, err, lifecycle.ErrConfig, "unknown fields are refused")
 	_, err = config.Parse[Config](ModuleName, config.Layer{Key: "svc", Data: []byte(`{"host":"db","user":"u","dialTimeout":5}`)})
 	assert.ErrorIs(t, err, lifecycle.ErrConfig, "durations are strings")
+}
+
+func TestScrub(t *testing.T) {
+	cause := &lifecycle.InfraError{Type: lifecycle.TypeConnection, Message: "dial app:" + password + "@db and app:s3cr3t%2DPa55 and " + url.QueryEscape("p@ss w/rd")}
+	secrets := Config{Password: password, DSN: "app:p@ss w/rd@tcp(db)/x"}.secretsOf("p@ss w/rd", "s3cr3t%2DPa55")
+	err := scrub(cause, secrets)
+	assert.NotContains(t, err.Error(), password)
+	assert.NotContains(t, err.Error(), "s3cr3t%2DPa55")
+	assert.NotContains(t, err.Error(), url.QueryEscape("p@ss w/rd"))
+	assert.Contains(t, err.Error(), "dial app:******@db")
+	assert.ErrorIs(t, err, lifecycle.ErrConnection, "still unwraps to the cause")
+	clean := errors.New("nothing to hide")
+	assert.Same(t, clean, scrub(clean, secrets))
+	assert.NoError(t, scrub(nil, secrets))
+}
+
+// TestSQLiteFileNames: a file name with characters a "file:" URI would
+// read as its query or fragment still opens that file.
+func TestSQLiteFileNames(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"plain.db", "with space.db", "what?.db", "hash#1.db", "100%.db"} {
+		t.Run(name, func(t *testing.T) {
+			cfg := Config{}.Defaults()
+			cfg.Driver, cfg.Database = DriverSQLite, filepath.Join(dir, name)
+			d, err := New(t.Context(), cfg)
+			require.NoError(t, err)
+			require.NoError(t, d.Close())
+			_, err = os.Stat(cfg.Database)
+			assert.NoError(t, err, "the file has exactly the configured name")
+		})
+	}
 }
