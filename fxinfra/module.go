@@ -10,6 +10,7 @@ import (
 	"github.com/gochat/im-infra/lifecycle"
 	"github.com/gochat/im-infra/modules/clog"
 	"github.com/gochat/im-infra/modules/coord"
+	"github.com/gochat/im-infra/modules/db"
 )
 
 // ModuleName names fxinfra's own lines in the log.
@@ -37,6 +38,7 @@ var Module = fx.Options(
 	config.Module,
 	clog.Module,
 	coord.Module,
+	db.Module,
 	fx.Provide(newSnapshot, newEventLogState),
 	adminModule,
 	fx.Invoke(useAppLogger, registerAdmin),

@@ -27,7 +27,7 @@ func TestModuleOpensOnlyWhenAsked(t *testing.T) {
 		app := fxinfratest.New(t,
 			// Unreachable and invalid would both fail a start that connected.
 			fxinfratest.WithConfig(db.ModuleName, `{"host":"127.0.0.1","port":1}`),
-			fxinfratest.WithFx(db.Module, fx.Populate(&agg)),
+			fxinfratest.WithFx(fx.Populate(&agg)),
 		)
 		rep := agg.Check(context.Background())
 		assert.NotContains(t, rep.Checks, db.ModuleName)
@@ -40,7 +40,7 @@ func TestModuleOpensOnlyWhenAsked(t *testing.T) {
 		)
 		app := fxinfratest.New(t,
 			fxinfratest.WithDB(fxinfratest.SQLite),
-			fxinfratest.WithFx(db.Module, fx.Populate(&d, &agg)),
+			fxinfratest.WithFx(fx.Populate(&d, &agg)),
 		)
 		require.NoError(t, d.Ping(context.Background()))
 		rep := agg.Check(context.Background())
@@ -91,7 +91,7 @@ func TestModulePoolSizeChangeThroughConfig(t *testing.T) {
 			var d *db.DB
 			app := fxinfratest.New(t,
 				fxinfratest.WithDB(kind),
-				fxinfratest.WithFx(db.Module, fx.Populate(&d)),
+				fxinfratest.WithFx(fx.Populate(&d)),
 			)
 			before := connIDs(t, d, 3)
 			require.Equal(t, db.DefaultMaxOpenConns, d.Stats().MaxOpenConnections)
