@@ -11,6 +11,7 @@ import (
 	"github.com/gochat/im-infra/modules/clog"
 	"github.com/gochat/im-infra/modules/coord"
 	"github.com/gochat/im-infra/modules/db"
+	"github.com/gochat/im-infra/modules/metrics"
 )
 
 // ModuleName names fxinfra's own lines in the log.
@@ -39,6 +40,7 @@ var Module = fx.Options(
 	clog.Module,
 	coord.Module,
 	db.Module,
+	metrics.Module,
 	fx.Provide(newSnapshot, newEventLogState),
 	adminModule,
 	fx.Invoke(useAppLogger, registerAdmin),
