@@ -64,7 +64,7 @@ func (p *Provider) observe(m metric.Meter) error {
 	}
 	if p.values != nil {
 		if applied, err = m.Int64ObservableCounter("config.applied", metric.WithUnit("{change}"),
-			metric.WithDescription("Configs a component's Value published since start, per component (the first load included).")); err != nil {
+			metric.WithDescription("Configs a component's Value published from its documents since start, per component (a first load that found documents included; defaults alone are not counted).")); err != nil {
 			return err
 		}
 		if refused, err = m.Int64ObservableCounter("config.refused", metric.WithUnit("{change}"),

@@ -20,6 +20,7 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/exemplar"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -268,6 +269,9 @@ func (p *Provider) newMeterProvider(cfg Config) (*sdkmetric.MeterProvider, http.
 		sdkmetric.WithResource(p.res),
 		sdkmetric.WithReader(exp),
 		sdkmetric.WithView(newView(cfg.Buckets)),
+		// Exemplars only show in the OpenMetrics format, which /metrics
+		// does not serve; recording them would cost every sampled request.
+		sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter),
 	)
 	fail := func(op string, err error) (*sdkmetric.MeterProvider, http.Handler, error) {
 		_ = mp.Shutdown(context.Background())

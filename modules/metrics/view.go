@@ -12,7 +12,7 @@ import (
 // multiply the series without helping an alert, and the Host header is
 // whatever the client sends.
 var (
-	httpServerKeys = []attribute.Key{"http.request.method", "http.response.status_code", statusClassKey, "http.route", "error.type"}
+	httpServerKeys = []attribute.Key{"http.request.method", "http.response.status_code", statusClassKey, "http.route"}
 	httpClientKeys = []attribute.Key{"http.request.method", "http.response.status_code", "server.address", "server.port", "error.type"}
 )
 
