@@ -3,8 +3,10 @@ package metrics
 import (
 	"context"
 	"fmt"
+	"maps"
 	"regexp"
 	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -42,11 +44,14 @@ type helper struct {
 	meters *deferredMeterProvider
 	log    *zap.Logger
 
-	once  sync.Once
-	meter metric.Meter
+	// entries is copied on write: a name is added once, then only read,
+	// and a plain map behind an atomic pointer reads in a string hash and
+	// a probe (sync.Map boxes the key and costs four times as much).
+	entries atomic.Pointer[map[string]*helperEntry]
 
-	entries sync.Map // name -> *helperEntry
-	refused sync.Map // name + kind -> struct{}: logged already
+	mu      sync.Mutex // creating instruments, refused
+	meter   metric.Meter
+	refused map[string]struct{} // name + kind: logged already
 }
 
 type helperEntry struct {
@@ -63,18 +68,35 @@ func (h *helper) init(mp *deferredMeterProvider, log *zap.Logger) {
 // get returns name's instrument of kind, or nil (logged once) when name is
 // invalid or already used by another kind.
 func (h *helper) get(name string, kind helperKind) *helperEntry {
-	if v, ok := h.entries.Load(name); ok {
-		if e := v.(*helperEntry); e.kind == kind {
+	if m := h.entries.Load(); m != nil {
+		if e, ok := (*m)[name]; ok && e.kind == kind {
 			return e
 		}
-		h.refuse(name, kind, fmt.Sprintf("metric %q is a %s; it cannot be used as a %s", name, v.(*helperEntry).kind, kind))
+	}
+	return h.create(name, kind)
+}
+
+func (h *helper) create(name string, kind helperKind) *helperEntry {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var cur map[string]*helperEntry
+	if m := h.entries.Load(); m != nil {
+		cur = *m
+	}
+	if e, ok := cur[name]; ok {
+		if e.kind == kind {
+			return e
+		}
+		h.refuse(name, kind, fmt.Sprintf("metric %q is a %s; it cannot be used as a %s", name, e.kind, kind))
 		return nil
 	}
 	if !instrumentNameRe.MatchString(name) {
 		h.refuse(name, kind, fmt.Sprintf("metric name %q is invalid: start with a letter, then letters, digits, _ . - /, at most 255 characters", name))
 		return nil
 	}
-	h.once.Do(func() { h.meter = h.meters.Meter(meterName) })
+	if h.meter == nil {
+		h.meter = h.meters.Meter(meterName)
+	}
 	e := &helperEntry{kind: kind}
 	var err error
 	switch kind {
@@ -89,17 +111,23 @@ func (h *helper) get(name string, kind helperKind) *helperEntry {
 		h.refuse(name, kind, fmt.Sprintf("metric %q: the SDK refused it: %v", name, err))
 		return nil
 	}
-	v, _ := h.entries.LoadOrStore(name, e)
-	if got := v.(*helperEntry); got.kind == kind {
-		return got
-	}
-	return h.get(name, kind)
+	next := make(map[string]*helperEntry, len(cur)+1)
+	maps.Copy(next, cur)
+	next[name] = e
+	h.entries.Store(&next)
+	return e
 }
 
+// refuse logs msg once per name and kind; h.mu is held.
 func (h *helper) refuse(name string, kind helperKind, msg string) {
-	if _, logged := h.refused.LoadOrStore(fmt.Sprint(name, "\x00", kind), struct{}{}); logged {
+	key := fmt.Sprint(name, "\x00", kind)
+	if _, logged := h.refused[key]; logged {
 		return
 	}
+	if h.refused == nil {
+		h.refused = map[string]struct{}{}
+	}
+	h.refused[key] = struct{}{}
 	h.log.Error("metric not recorded", zap.Error(lifecycle.ValidationError(ModuleName, "name", msg)))
 }
 
