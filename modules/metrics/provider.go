@@ -56,7 +56,7 @@ type Provider struct {
 
 	serve atomic.Pointer[serveState]
 
-	mu       sync.Mutex // start, reconfigure and Shutdown
+	mu       sync.Mutex // the fields below
 	state    runState
 	started  Config
 	restart  atomic.Bool
@@ -335,26 +335,29 @@ func (p *Provider) Flush(ctx context.Context) error {
 // counted). Instruments and tracers become no-ops; /metrics answers 503.
 func (p *Provider) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.state != running {
 		p.state = stopped
+		p.mu.Unlock()
 		return nil
 	}
 	p.state = stopped
+	tp, mp, exp := p.sdkTrace, p.sdkMeter, p.exporter
+	p.mu.Unlock() // the health check and Flush need not wait for the stop
+
 	began := time.Now()
 	p.serve.Store(&serveState{code: http.StatusServiceUnavailable, msg: "metrics: stopped\n"})
 	var errs []error
-	if p.sdkTrace != nil {
-		stop := context.AfterFunc(ctx, p.exporter.abort)
-		errs = append(errs, p.sdkTrace.Shutdown(ctx))
+	if tp != nil {
+		stop := context.AfterFunc(ctx, exp.abort)
+		errs = append(errs, tp.Shutdown(ctx))
 		stop()
 	}
-	if p.sdkMeter != nil {
-		errs = append(errs, p.sdkMeter.Shutdown(ctx))
+	if mp != nil {
+		errs = append(errs, mp.Shutdown(ctx))
 	}
 	fields := []zap.Field{zap.Duration("took", time.Since(began).Round(time.Microsecond))}
-	if p.exporter != nil {
-		st := p.exporter.status()
+	if exp != nil {
+		st := exp.status()
 		fields = append(fields, zap.Int64("spans_exported", st.exported), zap.Int64("spans_failed", st.failed))
 	}
 	err := errors.Join(errs...)
