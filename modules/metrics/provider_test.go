@@ -7,13 +7,13 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/sdk/resource"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/gochat/im-infra/config"
@@ -64,16 +64,15 @@ func TestScrapeShowsTheResourceAndErrors(t *testing.T) {
 	checkAgainstTable(t, readmeTable(t), fams)
 }
 
-// TestResourceMergesWithTheSDKDefault guards the semconv version: the
-// identity is merged into the SDK's default resource, which fails when the
-// schema URLs differ (as after an SDK upgrade that moves its semconv).
-func TestResourceMergesWithTheSDKDefault(t *testing.T) {
-	p := start(t, metrics.Config{}.Defaults())
-	fams := scrape(t, p.Handler())
-	require.NotNil(t, fams["target_info"])
-	assert.NotEmpty(t, resource.Default().SchemaURL())
-	_, err := metrics.New(context.Background(), metrics.Config{}.Defaults(), metrics.WithIdentity(lifecycle.Identity{}))
-	require.NoError(t, err, "an empty identity keeps the SDK's service.name")
+// TestEmptyIdentity: standalone use without WithIdentity keeps the SDK's
+// service.name rather than an empty one.
+func TestEmptyIdentity(t *testing.T) {
+	p, err := metrics.New(context.Background(), metrics.Config{}.Defaults())
+	require.NoError(t, err)
+	defer func() { require.NoError(t, p.Shutdown(context.Background())) }()
+	info := labelMap(scrape(t, p.Handler())["target_info"].GetMetric()[0])
+	assert.True(t, strings.HasPrefix(info["service_name"], "unknown_service"), info["service_name"])
+	assert.NotContains(t, info, "service_instance_id")
 }
 
 func TestPrefix(t *testing.T) {
