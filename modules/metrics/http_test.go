@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gochat/im-infra/modules/clog"
 	"github.com/gochat/im-infra/modules/metrics"
@@ -190,4 +191,40 @@ func TestHTTPTraceContextWithTracingOff(t *testing.T) {
 	req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	h.ServeHTTP(httptest.NewRecorder(), req)
 	assert.Equal(t, "4bf92f3577b34da6a3ce929d0e0e4736", got)
+}
+
+// TestSamplingIsParentBasedAndLive: with ratio 0 no new trace is
+// recorded but a sampled caller's is; the ratio changes live.
+func TestSamplingIsParentBasedAndLive(t *testing.T) {
+	ctx := context.Background()
+	sink := &spanSink{}
+	cfg := metrics.Config{}.Defaults()
+	cfg.Tracing.Exporter = metrics.ExporterStdout
+	cfg.Tracing.SampleRatio = 0
+	p := start(t, cfg, metrics.WithStdout(sink))
+	tr := p.TracerProvider().Tracer("test")
+
+	_, root := tr.Start(ctx, "root")
+	assert.False(t, root.IsRecording(), "ratio 0: new traces are not recorded")
+	root.End()
+
+	parent := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{0xab}, SpanID: trace.SpanID{0xcd}, TraceFlags: trace.FlagsSampled, Remote: true,
+	})
+	_, child := tr.Start(trace.ContextWithRemoteSpanContext(ctx, parent), "child")
+	assert.True(t, child.IsRecording(), "a sampled caller's trace is followed")
+	child.End()
+
+	cfg.Tracing.SampleRatio = 1
+	p.Reconfigure(cfg)
+	_, root = tr.Start(ctx, "root-after")
+	assert.True(t, root.IsRecording(), "the new ratio applies at once")
+	root.End()
+
+	require.NoError(t, p.Flush(ctx))
+	var names []string
+	for _, s := range sink.spans(t) {
+		names = append(names, s.Name)
+	}
+	assert.Equal(t, []string{"child", "root-after"}, names)
 }

@@ -21,7 +21,7 @@ func TestResourceUsesTheSDKSemconv(t *testing.T) {
 	assert.Equal(t, resource.Default().SchemaURL(), res.SchemaURL())
 	got := map[attribute.Key]string{}
 	for _, kv := range res.Attributes() {
-		got[kv.Key] = kv.Value.Emit()
+		got[kv.Key] = kv.Value.AsString()
 	}
 	assert.Equal(t, "orders", got["service.name"])
 	assert.Equal(t, "prod", got["deployment.environment.name"])
