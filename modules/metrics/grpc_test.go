@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -102,11 +103,19 @@ func TestGRPCUnaryAndStreaming(t *testing.T) {
 	}
 	require.Equal(t, 3, received)
 
-	fams := scrape(t, p.Handler())
 	const server, client = "rpc_server_call_duration_seconds", "rpc_client_call_duration_seconds"
 	call := func(method, code string) map[string]string {
 		return map[string]string{"rpc_method": method, "rpc_response_status_code": code, "rpc_system_name": "grpc"}
 	}
+	// The server records a call when its stats handler sees the end, which
+	// may come after the client has the answer.
+	var fams families
+	require.Eventually(t, func() bool {
+		fams = scrape(t, p.Handler())
+		return fams.value(server, call("test.Echo/Ok", "OK")) == 2 &&
+			fams.value(server, call("test.Echo/Fail", "INTERNAL")) == 1 &&
+			fams.value(server, call("test.Echo/Count", "OK")) == 1
+	}, 5*time.Second, 10*time.Millisecond)
 	assert.Equal(t, 2.0, fams.value(server, call("test.Echo/Ok", "OK")))
 	assert.Equal(t, 1.0, fams.value(server, call("test.Echo/Count", "OK")), "streaming calls are counted")
 	failed := call("test.Echo/Fail", "INTERNAL")

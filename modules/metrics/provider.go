@@ -351,6 +351,10 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 		stop := context.AfterFunc(ctx, exp.abort)
 		errs = append(errs, tp.Shutdown(ctx))
 		stop()
+		// When ctx ended, the SDK returned without waiting for its export
+		// goroutine, and stop may have kept the AfterFunc from running:
+		// abort here so that goroutine ends now, not at the export timeout.
+		exp.abort()
 	}
 	if mp != nil {
 		errs = append(errs, mp.Shutdown(ctx))
