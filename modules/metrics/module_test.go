@@ -19,6 +19,7 @@ import (
 	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/fxinfratest"
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/db"
 	"github.com/gochat/im-infra/modules/metrics"
 )
 
@@ -35,7 +36,7 @@ func get(t *testing.T, url string) (int, string) {
 // TestScrapeThroughFxinfra is the scrape test: an app built by fxinfra
 // (etcd, config, health, admin server) exercises what has landed — errors
 // through the ErrorHandler, health checks, config applied and refused, the
-// HTTP middleware — then GETs /metrics from the admin server and parses it
+// db module on SQLite, the HTTP middleware — then GETs /metrics from the admin server and parses it
 // with the Prometheus text parser: names, labels and values are what the
 // README table says.
 func TestScrapeThroughFxinfra(t *testing.T) {
@@ -47,9 +48,10 @@ func TestScrapeThroughFxinfra(t *testing.T) {
 		mp     metric.MeterProvider
 		tp     trace.TracerProvider
 		prop   propagation.TextMapPropagator
+		sqlDB  *db.DB
 	)
-	app := fxinfratest.New(t, fxinfratest.WithFx(
-		fx.Populate(&prov, &errs, &values, &mp, &tp, &prop),
+	app := fxinfratest.New(t, fxinfratest.WithDB(fxinfratest.SQLite), fxinfratest.WithFx(
+		fx.Populate(&prov, &errs, &values, &mp, &tp, &prop, &sqlDB),
 		fx.Invoke(func(agg *lifecycle.Aggregator) {
 			agg.Add(lifecycle.CheckerFunc("orders", func(context.Context) lifecycle.Status {
 				return lifecycle.Status{State: lifecycle.Degraded, Message: "replica lagging"}
@@ -72,6 +74,12 @@ func TestScrapeThroughFxinfra(t *testing.T) {
 	app.Logs.Require(t, "trace sampling ratio applied")
 	err := app.TryPut(metrics.ModuleName, `{"tracing":{"sampleRatio":2}}`)
 	require.True(t, errors.Is(err, lifecycle.ErrValidation), "%v", err)
+
+	// Statements through the db module (SQLite), one of them failing.
+	var n int
+	require.NoError(t, sqlDB.WithContext(ctx).Raw("SELECT 1").Scan(&n).Error)
+	require.NoError(t, sqlDB.WithContext(ctx).Raw("SELECT 2").Scan(&n).Error)
+	require.Error(t, sqlDB.WithContext(ctx).Exec("INSERT INTO no_such_table VALUES (1)").Error)
 
 	// Requests through the middleware.
 	mux := http.NewServeMux()
@@ -109,6 +117,16 @@ func TestScrapeThroughFxinfra(t *testing.T) {
 	const dur = "http_server_request_duration_seconds"
 	assert.Equal(t, 3.0, fams.value(dur, map[string]string{"http_route": "/orders/{id}", "http_response_status_class": "2xx"}))
 	assert.Equal(t, 1.0, fams.value(dur, map[string]string{"http_route": "/orders/{id}", "http_response_status_class": "5xx", "http_response_status_code": "500"}))
+
+	assert.Equal(t, 2.0, fams.value("db_query_duration_seconds", map[string]string{"operation": "row"}), "Raw+Scan runs gorm's row processor")
+	assert.Equal(t, 1.0, fams.value("db_query_duration_seconds", map[string]string{"operation": "raw"}), "Exec runs raw")
+	assert.Equal(t, 1.0, fams.value("db_query_errors_total", map[string]string{"operation": "raw"}))
+	assert.Equal(t, -1.0, fams.value("db_query_errors_total", map[string]string{"operation": "row"}), "no failed row statement")
+	assert.Equal(t, float64(sqlDB.Stats().MaxOpenConnections), fams.value("db_pool_max_open", nil))
+	assert.GreaterOrEqual(t, fams.value("db_pool_open", nil), 1.0)
+	assert.Equal(t, 0.0, fams.value("db_pool_in_use", nil))
+	assert.Equal(t, 0.0, fams.value("db_config_restart_pending", nil))
+	assert.Equal(t, 1.0, fams.value("health_status", map[string]string{"component": "db", "state": "healthy"}))
 
 	info := labelMap(fams["target_info"].GetMetric()[0])
 	assert.Equal(t, app.Identity().Service, info["service_name"])
