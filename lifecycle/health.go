@@ -248,8 +248,12 @@ func (a *Aggregator) runOne(ctx context.Context, e *checkEntry) Status {
 	defer cancel()
 	result := make(chan Status, 1) // buffered: a late checker must not block on send
 	go func() {
-		defer e.running.Store(false)
-		result <- a.call(cctx, e)
+		s := a.call(cctx, e)
+		// Cleared before the result is handed over, so a caller that runs
+		// the checks again right after this run is not told the checker
+		// is still busy.
+		e.running.Store(false)
+		result <- s
 	}()
 	select {
 	case s := <-result:
