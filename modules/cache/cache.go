@@ -109,10 +109,10 @@ type Client struct {
 	tracer   trace.Tracer // nil: no spans
 	spanOpts [numCommands][]trace.SpanStartOption
 
-	sess   atomic.Pointer[session]
-	live   atomic.Pointer[live]
-	shared atomic.Pointer[sharedDeadline]
-	down   atomic.Bool // the last call found Redis unreachable
+	sess    atomic.Pointer[session]
+	live    atomic.Pointer[live]
+	shared  atomic.Pointer[sharedDeadline]
+	down    atomic.Bool // the last call found Redis unreachable
 	dialing atomic.Pointer[dialBound]
 
 	loads singleflight.Group

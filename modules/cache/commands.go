@@ -522,12 +522,16 @@ func (c *Client) push(ctx context.Context, cmd command, key string, values []any
 
 // LRange returns elements start..stop (inclusive; -1 is the last).
 func (c *Client) LRange(ctx context.Context, key string, start, stop int64) ([]string, error) {
-	return c.strs(ctx, cmdLRange, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Lrange().Key(k).Start(start).Stop(stop).Build() })
+	return c.strs(ctx, cmdLRange, key, func(b rueidis.Builder, k string) rueidis.Completed {
+		return b.Lrange().Key(k).Start(start).Stop(stop).Build()
+	})
 }
 
 // LTrim keeps only elements start..stop.
 func (c *Client) LTrim(ctx context.Context, key string, start, stop int64) error {
-	_, err := c.one(ctx, cmdLTrim, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Ltrim().Key(k).Start(start).Stop(stop).Build() })
+	_, err := c.one(ctx, cmdLTrim, key, func(b rueidis.Builder, k string) rueidis.Completed {
+		return b.Ltrim().Key(k).Start(start).Stop(stop).Build()
+	})
 	return err
 }
 

@@ -344,7 +344,7 @@ func (c *Client) script(ctx context.Context, s *session, l *live, cmd command, l
 // remembers its sha1).
 type scripts struct {
 	lockAcquire, lockExtend, lockRelease *rueidis.Lua
-	asideFill, asideRelease             *rueidis.Lua
+	asideFill, asideRelease              *rueidis.Lua
 }
 
 func newScripts() scripts {

@@ -81,7 +81,7 @@ var commandNames = [numCommands]string{
 	cmdZRem: "zrem", cmdZCard: "zcard", cmdZScore: "zscore", cmdZIncrBy: "zincrby",
 	cmdLPush: "lpush", cmdRPush: "rpush", cmdLRange: "lrange", cmdLTrim: "ltrim", cmdLLen: "llen",
 	cmdEval: "eval", cmdEvalSha: "evalsha", cmdScriptLoad: "script_load", cmdPipeline: "pipeline",
-	cmdPing: "ping",
+	cmdPing:        "ping",
 	cmdLockAcquire: "lock_acquire", cmdLockExtend: "lock_extend", cmdLockRelease: "lock_release",
 	cmdAsideClaim: "aside_claim", cmdAsideFill: "aside_fill", cmdAsideRelease: "aside_release",
 }
