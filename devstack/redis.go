@@ -237,6 +237,27 @@ func (r *Redis) killLocked() {
 	r.proc = nil
 }
 
+// Pause freezes the server process (SIGSTOP): connections stay open but
+// nothing is answered, like a server stuck in a long command or a network
+// that drops packets without resetting connections. Resume ends it.
+// miniredis cannot be paused.
+func (r *Redis) Pause() error { return r.signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server run again (SIGCONT).
+func (r *Redis) Resume() error { return r.signal(syscall.SIGCONT) }
+
+func (r *Redis) signal(sig syscall.Signal) error {
+	if r.mini != nil {
+		return errors.New("devstack: miniredis cannot be paused")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc == nil {
+		return errors.New("devstack: redis-server is not running")
+	}
+	return r.proc.Process.Signal(sig)
+}
+
 // Restart starts a stopped server again on the same port and directory,
 // with the data saved by Stop.
 func (r *Redis) Restart() error {

@@ -1,6 +1,7 @@
 package devstack_test
 
 import (
+	"net"
 	"os/exec"
 	"testing"
 	"time"
@@ -110,4 +111,24 @@ func TestRedisClusterAndSentinelStart(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, s.Master().Addr(), master)
 	t.Logf("sentinel ready in %s", time.Since(began))
+}
+
+func TestRedisPauseResume(t *testing.T) {
+	needRedisServer(t)
+	r, err := devstack.StartRedis(devstack.RedisOptions{RequireServer: true})
+	require.NoError(t, err)
+	defer r.Close()
+	require.NoError(t, r.Pause())
+	conn, err := net.Dial("tcp", r.Addr())
+	require.NoError(t, err, "the kernel still accepts connections")
+	defer conn.Close()
+	_, err = conn.Write([]byte("PING\r\n"))
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(200*time.Millisecond)))
+	_, err = conn.Read(make([]byte, 16))
+	require.Error(t, err, "but a paused server answers nothing")
+	require.NoError(t, r.Resume())
+	v, err := r.Do("PING")
+	require.NoError(t, err)
+	assert.Equal(t, "PONG", v)
 }

@@ -121,6 +121,9 @@ type Client struct {
 	closed  bool
 	locks   map[*Lock]struct{}
 	loaders sync.WaitGroup
+	// background holds cleanups that must not delay the caller (the
+	// release after a failed lock acquire); Close waits for them.
+	background sync.WaitGroup
 	life    context.Context // ended by Close: stops lock keepalives and loaders
 	endLife context.CancelFunc
 }
@@ -458,6 +461,7 @@ func (c *Client) Close() error {
 		}
 	}
 	c.loaders.Wait()
+	c.background.Wait()
 	s := c.sess.Swap(nil)
 	if s != nil {
 		s.rc.Close()

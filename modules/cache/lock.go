@@ -140,8 +140,9 @@ func (c *Client) TryLock(ctx context.Context, key string, ttl time.Duration) (*L
 	token, err := res.AsInt64()
 	if err := res.Error(); err != nil {
 		// The SET may have happened before the reply was lost: release
-		// what we may hold, or it blocks others until its TTL.
-		c.releaseQuietly(s, l, full, owner)
+		// what we may hold, or it blocks others until its TTL. In the
+		// background, so the caller's call stays within its bound.
+		c.releaseInBackground(s, l, full, owner)
 		return nil, wrap(cmdLockAcquire, key, err)
 	}
 	if err != nil {
@@ -155,7 +156,7 @@ func (c *Client) TryLock(ctx context.Context, key string, ttl time.Duration) (*L
 	c.mu.Lock()
 	if c.closed { // Close ran meanwhile and will not release this one
 		c.mu.Unlock()
-		c.releaseQuietly(s, l, full, owner)
+		c.releaseInBackground(s, l, full, owner)
 		return nil, wrap(cmdLockAcquire, key, errNotStarted)
 	}
 	c.locks[lk] = struct{}{}
@@ -323,9 +324,16 @@ func (l *Lock) release(ctx context.Context) error {
 	return nil
 }
 
-// releaseQuietly deletes a lock we may hold after a failed acquire.
-func (c *Client) releaseQuietly(s *session, l *live, full, owner string) {
-	_ = c.script(context.Background(), s, l, cmdLockRelease, s.scripts.lockRelease, []string{full}, owner)
+// releaseInBackground deletes a lock we may hold after a failed acquire,
+// bounded by commandTimeout; Close waits for it.
+func (c *Client) releaseInBackground(s *session, l *live, full, owner string) {
+	c.mu.Lock()
+	c.background.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.background.Done()
+		_ = c.script(context.Background(), s, l, cmdLockRelease, s.scripts.lockRelease, []string{full}, owner)
+	}()
 }
 
 // script runs one of the module's Lua scripts (EVALSHA, falling back to

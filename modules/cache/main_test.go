@@ -12,6 +12,8 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/gochat/im-infra/devstack"
 )
@@ -137,4 +139,19 @@ func rawClient(t testing.TB, addr string, disableCache bool) rueidis.Client {
 	require.NoError(t, err)
 	t.Cleanup(rc.Close)
 	return rc
+}
+
+// startMiniredis runs an in-process miniredis (no CLIENT TRACKING).
+func startMiniredis(t testing.TB) string {
+	t.Helper()
+	r, err := devstack.StartRedis(devstack.RedisOptions{Miniredis: true})
+	require.NoError(t, err)
+	t.Cleanup(r.Close)
+	return r.Addr()
+}
+
+// observedLogger records every line at debug and above.
+func observedLogger() (*zap.Logger, *observer.ObservedLogs) {
+	core, logs := observer.New(zap.DebugLevel)
+	return zap.New(core), logs
 }
