@@ -124,8 +124,8 @@ type Client struct {
 	// background holds cleanups that must not delay the caller (the
 	// release after a failed lock acquire); Close waits for them.
 	background sync.WaitGroup
-	life    context.Context // ended by Close: stops lock keepalives and loaders
-	endLife context.CancelFunc
+	life       context.Context // ended by Close: stops lock keepalives and loaders
+	endLife    context.CancelFunc
 }
 
 // session is one connected rueidis client and what was learnt connecting.
