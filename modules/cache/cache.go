@@ -234,9 +234,33 @@ func newClient(opts ...Option) (*Client, error) {
 	return c, nil
 }
 
-// dialBound carries the start ctx into dials made while connecting, so
-// New honours its ctx; later reconnects are bounded by dialTimeout alone.
-type dialBound struct{ ctx context.Context }
+// dialBound carries the start ctx into the connections made while
+// connecting, so New honours its ctx in the dial and in the handshake
+// (which rueidis bounds only by dialTimeout): a connection opened during
+// start is closed if that ctx ends before start is done. Later
+// reconnects are bounded by dialTimeout alone.
+type dialBound struct {
+	ctx   context.Context
+	mu    sync.Mutex
+	stops []func() bool
+}
+
+func (b *dialBound) watch(conn net.Conn) {
+	stop := context.AfterFunc(b.ctx, func() { _ = conn.Close() })
+	b.mu.Lock()
+	b.stops = append(b.stops, stop)
+	b.mu.Unlock()
+}
+
+// done detaches the start ctx from the connections it watched.
+func (b *dialBound) done() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, stop := range b.stops {
+		stop()
+	}
+	b.stops = nil
+}
 
 func (c *Client) start(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
@@ -254,7 +278,8 @@ func (c *Client) start(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	c.dialing.Store(&dialBound{ctx: ctx})
+	bound := &dialBound{ctx: ctx}
+	c.dialing.Store(bound)
 	rc, err := rueidis.NewClient(opt)
 	tracking := !cfg.ClientCache.Disabled
 	if errors.Is(err, rueidis.ErrNoCache) {
@@ -264,6 +289,12 @@ func (c *Client) start(ctx context.Context, cfg Config) error {
 		rc, err = rueidis.NewClient(opt)
 	}
 	c.dialing.Store(nil)
+	bound.done()
+	if err == nil && ctx.Err() != nil {
+		// ctx ended as start finished: a watched connection may be closed.
+		rc.Close()
+		err = ctx.Err()
+	}
 	if err != nil {
 		return connectError(cfg, err)
 	}
@@ -355,10 +386,19 @@ func (c *Client) dial(ctx context.Context, addr string, d *net.Dialer, tc *tls.C
 		stop := context.AfterFunc(b.ctx, cancel)
 		defer stop()
 	}
+	var (
+		conn net.Conn
+		err  error
+	)
 	if tc != nil {
-		return (&tls.Dialer{NetDialer: d, Config: tc}).DialContext(ctx, "tcp", addr)
+		conn, err = (&tls.Dialer{NetDialer: d, Config: tc}).DialContext(ctx, "tcp", addr)
+	} else {
+		conn, err = d.DialContext(ctx, "tcp", addr)
 	}
-	return d.DialContext(ctx, "tcp", addr)
+	if b := c.dialing.Load(); b != nil && err == nil {
+		b.watch(conn)
+	}
+	return conn, err
 }
 
 func tlsConfig(t TLSConfig) (*tls.Config, error) {

@@ -317,6 +317,8 @@ func restartFields(a, b Config) []string {
 	add(a.Sentinel.Username != b.Sentinel.Username, "sentinel.username")
 	add(a.Sentinel.Password != b.Sentinel.Password, "sentinel.password")
 	add(a.Sentinel.RefreshInterval != b.Sentinel.RefreshInterval, "sentinel.refreshInterval")
+	add(a.Username != b.Username, "username")
+	add(a.Password != b.Password, "password")
 	add(a.DB != b.DB, "db")
 	add(a.DialTimeout != b.DialTimeout, "dialTimeout")
 	add(a.ReadTimeout != b.ReadTimeout, "readTimeout")
