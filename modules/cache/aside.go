@@ -49,13 +49,18 @@ return 0`
 // invalidates the cached copy as soon as the key changes, from any client
 // (RESP3 CLIENT TRACKING). Without tracking (Redis < 6, miniredis, or
 // clientCache.disabled) it is a plain Get.
-func (c *Client) GetCached(ctx context.Context, key string, ttl time.Duration) (string, error) {
+func (c *Client) GetCached(ctx context.Context, key string, ttl time.Duration) (_ string, err error) {
+	defer c.handle(ctx, &err)
+	return c.getCached(ctx, key, ttl)
+}
+
+func (c *Client) getCached(ctx context.Context, key string, ttl time.Duration) (string, error) {
 	s, l, err := c.acquire()
 	if err != nil {
 		return "", wrap(cmdGet, key, err)
 	}
 	if !s.tracking {
-		return c.Get(ctx, key)
+		return c.get(ctx, key)
 	}
 	if ttl <= 0 {
 		ttl = l.localTTL
@@ -103,11 +108,12 @@ func (c *Client) GetCached(ctx context.Context, key string, ttl time.Duration) (
 // When Redis cannot be reached, the loader is called (still once per key
 // in this process) and its value returned without caching: the cache
 // degrades to the database rather than failing.
-func (c *Client) GetOrLoad(ctx context.Context, key string, ttl time.Duration, loader Loader) (string, error) {
+func (c *Client) GetOrLoad(ctx context.Context, key string, ttl time.Duration, loader Loader) (_ string, err error) {
+	defer c.handle(ctx, &err)
 	if loader == nil {
 		return "", &lifecycle.InfraError{Type: lifecycle.TypeValidation, Component: ModuleName, Op: commandNames[cmdAsideClaim], Field: key, Message: "nil loader"}
 	}
-	v, err := c.GetCached(ctx, key, 0)
+	v, err := c.getCached(ctx, key, 0)
 	if err == nil {
 		return v, nil
 	}
@@ -236,7 +242,8 @@ func (c *Client) claim(ctx context.Context, s *session, l *live, key, full, plac
 // client that cached the keys to drop them, and a GetOrLoad loading one of
 // them concurrently does not store its (possibly older) value. Keys may be
 // in any cluster slots.
-func (c *Client) Invalidate(ctx context.Context, keys ...string) error {
+func (c *Client) Invalidate(ctx context.Context, keys ...string) (err error) {
+	defer c.handle(ctx, &err)
 	if len(keys) == 0 {
 		return nil
 	}

@@ -105,6 +105,7 @@ var _ Cache = (*Client)(nil)
 // cache.Cache from the fx Module.
 type Client struct {
 	log      *zap.Logger
+	errs     *lifecycle.ErrorHandler // nil: errors are not counted
 	metrics  *metrics
 	tracer   trace.Tracer // nil: no spans
 	spanOpts [numCommands][]trace.SpanStartOption
@@ -178,6 +179,7 @@ type options struct {
 	log    *zap.Logger
 	meter  metric.MeterProvider
 	tracer trace.TracerProvider
+	errs   *lifecycle.ErrorHandler
 }
 
 // WithLogger sets the logger (default: none). Lines carry module=cache when
@@ -189,6 +191,10 @@ func WithMeterProvider(mp metric.MeterProvider) Option { return func(o *options)
 
 // WithTracerProvider makes every call a client span (default: no spans).
 func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tracer = tp } }
+
+// WithErrorHandler passes every error a call returns through h, which
+// counts the InfraErrors in infra_errors_total (default: none).
+func WithErrorHandler(h *lifecycle.ErrorHandler) Option { return func(o *options) { o.errs = h } }
 
 // New connects to Redis as cfg says and returns the client. It fails with
 // a VALIDATION error for a bad config, a CONFIG error for refused
@@ -219,7 +225,7 @@ func newClient(opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, lifecycle.InternalError(ModuleName, "metrics", "cannot create instruments", err)
 	}
-	c := &Client{log: o.log, metrics: m, locks: map[*Lock]struct{}{}}
+	c := &Client{log: o.log, errs: o.errs, metrics: m, locks: map[*Lock]struct{}{}}
 	c.life, c.endLife = context.WithCancel(context.Background())
 	if o.tracer != nil {
 		c.tracer = o.tracer.Tracer(meterName)
@@ -262,7 +268,8 @@ func (b *dialBound) done() {
 	b.stops = nil
 }
 
-func (c *Client) start(ctx context.Context, cfg Config) error {
+func (c *Client) start(ctx context.Context, cfg Config) (err error) {
+	defer c.handle(ctx, &err)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -470,7 +477,12 @@ func (c *Client) Client() rueidis.Client {
 }
 
 // Ping checks that Redis answers.
-func (c *Client) Ping(ctx context.Context) error {
+func (c *Client) Ping(ctx context.Context) (err error) {
+	defer c.handle(ctx, &err)
+	return c.ping(ctx)
+}
+
+func (c *Client) ping(ctx context.Context) error {
 	_, err := c.one(ctx, cmdPing, "", func(b rueidis.Builder, _ string) rueidis.Completed { return b.Ping().Build() })
 	return err
 }
@@ -595,6 +607,15 @@ func (c *Client) observe(ctx context.Context, cmd command, start time.Time, err 
 }
 
 func noCancel() {}
+
+// handle passes the error an exported call returns through the error
+// handler (deferred at the top of each, so every path is counted once;
+// exported methods never call each other).
+func (c *Client) handle(ctx context.Context, err *error) {
+	if *err != nil && c.errs != nil {
+		c.errs.Handle(ctx, *err)
+	}
+}
 
 // sharedDeadline is a context with a deadline that calls made under a ctx
 // without one (context.Background()) share for a short window, so bounding

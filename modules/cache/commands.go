@@ -115,7 +115,12 @@ func negativeTTL(cmd command, key string, d time.Duration) error {
 }
 
 // Get returns the value of key, or ErrMiss.
-func (c *Client) Get(ctx context.Context, key string) (string, error) {
+func (c *Client) Get(ctx context.Context, key string) (_ string, err error) {
+	defer c.handle(ctx, &err)
+	return c.get(ctx, key)
+}
+
+func (c *Client) get(ctx context.Context, key string) (string, error) {
 	v, err := c.str(ctx, cmdGet, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Get().Key(k).Build() })
 	if err == nil && isPlaceholder(v) {
 		return "", ErrMiss
@@ -125,7 +130,8 @@ func (c *Client) Get(ctx context.Context, key string) (string, error) {
 
 // Set stores value (through Encode) at key, expiring after expiration
 // (0: never).
-func (c *Client) Set(ctx context.Context, key string, value any, expiration time.Duration) error {
+func (c *Client) Set(ctx context.Context, key string, value any, expiration time.Duration) (err error) {
+	defer c.handle(ctx, &err)
 	if expiration < 0 {
 		return negativeTTL(cmdSet, key, expiration)
 	}
@@ -143,7 +149,8 @@ func (c *Client) Set(ctx context.Context, key string, value any, expiration time
 }
 
 // SetNX stores value only if key does not exist and reports whether it did.
-func (c *Client) SetNX(ctx context.Context, key string, value any, expiration time.Duration) (bool, error) {
+func (c *Client) SetNX(ctx context.Context, key string, value any, expiration time.Duration) (_ bool, err error) {
+	defer c.handle(ctx, &err)
 	if expiration < 0 {
 		return false, negativeTTL(cmdSetNX, key, expiration)
 	}
@@ -167,7 +174,8 @@ func (c *Client) SetNX(ctx context.Context, key string, value any, expiration ti
 }
 
 // GetDel returns the value of key and deletes it (Redis 6.2+), or ErrMiss.
-func (c *Client) GetDel(ctx context.Context, key string) (string, error) {
+func (c *Client) GetDel(ctx context.Context, key string) (_ string, err error) {
+	defer c.handle(ctx, &err)
 	v, err := c.str(ctx, cmdGetDel, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Getdel().Key(k).Build() })
 	if err == nil && isPlaceholder(v) {
 		return "", ErrMiss
@@ -195,7 +203,8 @@ func (c *Client) multi(cmd command, keys []string) (*session, *live, []string, e
 
 // Del deletes keys; missing keys are ignored. In a cluster the keys must
 // share a hash slot; Invalidate deletes keys from any slots.
-func (c *Client) Del(ctx context.Context, keys ...string) error {
+func (c *Client) Del(ctx context.Context, keys ...string) (err error) {
+	defer c.handle(ctx, &err)
 	if len(keys) == 0 {
 		return nil
 	}
@@ -208,7 +217,8 @@ func (c *Client) Del(ctx context.Context, keys ...string) error {
 
 // MGet returns the values of keys that exist, by key; missing keys are
 // absent from the map. In a cluster the keys must share a hash slot.
-func (c *Client) MGet(ctx context.Context, keys ...string) (map[string]string, error) {
+func (c *Client) MGet(ctx context.Context, keys ...string) (_ map[string]string, err error) {
+	defer c.handle(ctx, &err)
 	out := make(map[string]string, len(keys))
 	if len(keys) == 0 {
 		return out, nil
@@ -235,7 +245,8 @@ func (c *Client) MGet(ctx context.Context, keys ...string) (map[string]string, e
 
 // MSet stores every value atomically. In a cluster the keys must share a
 // hash slot.
-func (c *Client) MSet(ctx context.Context, values map[string]any) error {
+func (c *Client) MSet(ctx context.Context, values map[string]any) (err error) {
+	defer c.handle(ctx, &err)
 	if len(values) == 0 {
 		return nil
 	}
@@ -261,22 +272,26 @@ func (c *Client) MSet(ctx context.Context, values map[string]any) error {
 }
 
 // Incr adds 1 to the integer at key (a missing key counts as 0).
-func (c *Client) Incr(ctx context.Context, key string) (int64, error) {
+func (c *Client) Incr(ctx context.Context, key string) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	return c.integer(ctx, cmdIncr, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Incr().Key(k).Build() })
 }
 
 // IncrBy adds n to the integer at key.
-func (c *Client) IncrBy(ctx context.Context, key string, n int64) (int64, error) {
+func (c *Client) IncrBy(ctx context.Context, key string, n int64) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	return c.integer(ctx, cmdIncrBy, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Incrby().Key(k).Increment(n).Build() })
 }
 
 // Decr subtracts 1 from the integer at key.
-func (c *Client) Decr(ctx context.Context, key string) (int64, error) {
+func (c *Client) Decr(ctx context.Context, key string) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	return c.integer(ctx, cmdDecr, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Decr().Key(k).Build() })
 }
 
 // Expire sets key to expire after ttl and reports whether the key exists.
-func (c *Client) Expire(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+func (c *Client) Expire(ctx context.Context, key string, ttl time.Duration) (_ bool, err error) {
+	defer c.handle(ctx, &err)
 	if ttl < 0 {
 		return false, negativeTTL(cmdExpire, key, ttl)
 	}
@@ -287,7 +302,8 @@ func (c *Client) Expire(ctx context.Context, key string, ttl time.Duration) (boo
 
 // TTL returns how long key has left, NoTTL for a key without expiry, or
 // ErrMiss.
-func (c *Client) TTL(ctx context.Context, key string) (time.Duration, error) {
+func (c *Client) TTL(ctx context.Context, key string) (_ time.Duration, err error) {
+	defer c.handle(ctx, &err)
 	ms, err := c.integer(ctx, cmdTTL, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Pttl().Key(k).Build() })
 	switch {
 	case err != nil:
@@ -302,7 +318,8 @@ func (c *Client) TTL(ctx context.Context, key string) (time.Duration, error) {
 
 // Exists counts how many of keys exist. In a cluster the keys must share a
 // hash slot.
-func (c *Client) Exists(ctx context.Context, keys ...string) (int64, error) {
+func (c *Client) Exists(ctx context.Context, keys ...string) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	if len(keys) == 0 {
 		return 0, nil
 	}
@@ -322,12 +339,14 @@ func (c *Client) Exists(ctx context.Context, keys ...string) (int64, error) {
 }
 
 // HGet returns one field of the hash at key, or ErrMiss.
-func (c *Client) HGet(ctx context.Context, key, field string) (string, error) {
+func (c *Client) HGet(ctx context.Context, key, field string) (_ string, err error) {
+	defer c.handle(ctx, &err)
 	return c.str(ctx, cmdHGet, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Hget().Key(k).Field(field).Build() })
 }
 
 // HSet sets one field of the hash at key.
-func (c *Client) HSet(ctx context.Context, key, field string, value any) error {
+func (c *Client) HSet(ctx context.Context, key, field string, value any) (err error) {
+	defer c.handle(ctx, &err)
 	v, err := Encode(value)
 	if err != nil {
 		return encodeError(cmdHSet, key, err)
@@ -339,7 +358,8 @@ func (c *Client) HSet(ctx context.Context, key, field string, value any) error {
 }
 
 // HGetAll returns every field of the hash at key (empty for a missing key).
-func (c *Client) HGetAll(ctx context.Context, key string) (map[string]string, error) {
+func (c *Client) HGetAll(ctx context.Context, key string) (_ map[string]string, err error) {
+	defer c.handle(ctx, &err)
 	res, err := c.one(ctx, cmdHGetAll, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Hgetall().Key(k).Build() })
 	if err != nil {
 		return nil, err
@@ -352,7 +372,8 @@ func (c *Client) HGetAll(ctx context.Context, key string) (map[string]string, er
 }
 
 // HDel deletes fields of the hash at key and returns how many existed.
-func (c *Client) HDel(ctx context.Context, key string, fields ...string) (int64, error) {
+func (c *Client) HDel(ctx context.Context, key string, fields ...string) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	if len(fields) == 0 {
 		return 0, nil
 	}
@@ -360,14 +381,16 @@ func (c *Client) HDel(ctx context.Context, key string, fields ...string) (int64,
 }
 
 // HIncrBy adds n to an integer field of the hash at key.
-func (c *Client) HIncrBy(ctx context.Context, key, field string, n int64) (int64, error) {
+func (c *Client) HIncrBy(ctx context.Context, key, field string, n int64) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	return c.integer(ctx, cmdHIncrBy, key, func(b rueidis.Builder, k string) rueidis.Completed {
 		return b.Hincrby().Key(k).Field(field).Increment(n).Build()
 	})
 }
 
 // HMGet returns the fields that exist, by field name.
-func (c *Client) HMGet(ctx context.Context, key string, fields ...string) (map[string]string, error) {
+func (c *Client) HMGet(ctx context.Context, key string, fields ...string) (_ map[string]string, err error) {
+	defer c.handle(ctx, &err)
 	out := make(map[string]string, len(fields))
 	if len(fields) == 0 {
 		return out, nil
@@ -389,7 +412,8 @@ func (c *Client) HMGet(ctx context.Context, key string, fields ...string) (map[s
 }
 
 // SAdd adds members (through Encode) to the set at key.
-func (c *Client) SAdd(ctx context.Context, key string, members ...any) error {
+func (c *Client) SAdd(ctx context.Context, key string, members ...any) (err error) {
+	defer c.handle(ctx, &err)
 	if len(members) == 0 {
 		return nil
 	}
@@ -402,12 +426,14 @@ func (c *Client) SAdd(ctx context.Context, key string, members ...any) error {
 }
 
 // SMembers returns the members of the set at key (empty for a missing key).
-func (c *Client) SMembers(ctx context.Context, key string) ([]string, error) {
+func (c *Client) SMembers(ctx context.Context, key string) (_ []string, err error) {
+	defer c.handle(ctx, &err)
 	return c.strs(ctx, cmdSMembers, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Smembers().Key(k).Build() })
 }
 
 // SIsMember reports whether member is in the set at key.
-func (c *Client) SIsMember(ctx context.Context, key string, member any) (bool, error) {
+func (c *Client) SIsMember(ctx context.Context, key string, member any) (_ bool, err error) {
+	defer c.handle(ctx, &err)
 	m, err := Encode(member)
 	if err != nil {
 		return false, encodeError(cmdSIsMember, key, err)
@@ -416,7 +442,8 @@ func (c *Client) SIsMember(ctx context.Context, key string, member any) (bool, e
 }
 
 // SRem removes members and returns how many were there.
-func (c *Client) SRem(ctx context.Context, key string, members ...any) (int64, error) {
+func (c *Client) SRem(ctx context.Context, key string, members ...any) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	if len(members) == 0 {
 		return 0, nil
 	}
@@ -428,13 +455,15 @@ func (c *Client) SRem(ctx context.Context, key string, members ...any) (int64, e
 }
 
 // SCard returns the size of the set at key.
-func (c *Client) SCard(ctx context.Context, key string) (int64, error) {
+func (c *Client) SCard(ctx context.Context, key string) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	return c.integer(ctx, cmdSCard, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Scard().Key(k).Build() })
 }
 
 // ZAdd adds or updates members of the sorted set at key and returns how
 // many were new.
-func (c *Client) ZAdd(ctx context.Context, key string, members ...Z) (int64, error) {
+func (c *Client) ZAdd(ctx context.Context, key string, members ...Z) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	if len(members) == 0 {
 		return 0, nil
 	}
@@ -448,14 +477,16 @@ func (c *Client) ZAdd(ctx context.Context, key string, members ...Z) (int64, err
 }
 
 // ZRange returns members by rank, lowest score first (stop -1: the last).
-func (c *Client) ZRange(ctx context.Context, key string, start, stop int64) ([]string, error) {
+func (c *Client) ZRange(ctx context.Context, key string, start, stop int64) (_ []string, err error) {
+	defer c.handle(ctx, &err)
 	return c.strs(ctx, cmdZRange, key, func(b rueidis.Builder, k string) rueidis.Completed {
 		return b.Zrange().Key(k).Min(strconv.FormatInt(start, 10)).Max(strconv.FormatInt(stop, 10)).Build()
 	})
 }
 
 // ZRevRange returns members by rank, highest score first.
-func (c *Client) ZRevRange(ctx context.Context, key string, start, stop int64) ([]string, error) {
+func (c *Client) ZRevRange(ctx context.Context, key string, start, stop int64) (_ []string, err error) {
+	defer c.handle(ctx, &err)
 	return c.strs(ctx, cmdZRevRange, key, func(b rueidis.Builder, k string) rueidis.Completed {
 		return b.Zrevrange().Key(k).Start(start).Stop(stop).Build()
 	})
@@ -463,14 +494,16 @@ func (c *Client) ZRevRange(ctx context.Context, key string, start, stop int64) (
 
 // ZRangeByScore returns members with min <= score <= max, lowest first.
 // min and max take Redis syntax: "1.5", "(1.5" (exclusive), "-inf", "+inf".
-func (c *Client) ZRangeByScore(ctx context.Context, key, min, max string) ([]string, error) {
+func (c *Client) ZRangeByScore(ctx context.Context, key, min, max string) (_ []string, err error) {
+	defer c.handle(ctx, &err)
 	return c.strs(ctx, cmdZRangeByScore, key, func(b rueidis.Builder, k string) rueidis.Completed {
 		return b.Zrangebyscore().Key(k).Min(min).Max(max).Build()
 	})
 }
 
 // ZRem removes members and returns how many were there.
-func (c *Client) ZRem(ctx context.Context, key string, members ...string) (int64, error) {
+func (c *Client) ZRem(ctx context.Context, key string, members ...string) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	if len(members) == 0 {
 		return 0, nil
 	}
@@ -478,35 +511,40 @@ func (c *Client) ZRem(ctx context.Context, key string, members ...string) (int64
 }
 
 // ZCard returns the size of the sorted set at key.
-func (c *Client) ZCard(ctx context.Context, key string) (int64, error) {
+func (c *Client) ZCard(ctx context.Context, key string) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	return c.integer(ctx, cmdZCard, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Zcard().Key(k).Build() })
 }
 
 // ZScore returns the score of member, or ErrMiss.
-func (c *Client) ZScore(ctx context.Context, key, member string) (float64, error) {
+func (c *Client) ZScore(ctx context.Context, key, member string) (_ float64, err error) {
+	defer c.handle(ctx, &err)
 	return c.float(ctx, cmdZScore, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Zscore().Key(k).Member(member).Build() })
 }
 
 // ZIncrBy adds incr to the score of member and returns the new score.
-func (c *Client) ZIncrBy(ctx context.Context, key string, incr float64, member string) (float64, error) {
+func (c *Client) ZIncrBy(ctx context.Context, key string, incr float64, member string) (_ float64, err error) {
+	defer c.handle(ctx, &err)
 	return c.float(ctx, cmdZIncrBy, key, func(b rueidis.Builder, k string) rueidis.Completed {
 		return b.Zincrby().Key(k).Increment(incr).Member(member).Build()
 	})
 }
 
 // LPush prepends values and returns the list's new length.
-func (c *Client) LPush(ctx context.Context, key string, values ...any) (int64, error) {
+func (c *Client) LPush(ctx context.Context, key string, values ...any) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	return c.push(ctx, cmdLPush, key, values)
 }
 
 // RPush appends values and returns the list's new length.
-func (c *Client) RPush(ctx context.Context, key string, values ...any) (int64, error) {
+func (c *Client) RPush(ctx context.Context, key string, values ...any) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	return c.push(ctx, cmdRPush, key, values)
 }
 
 func (c *Client) push(ctx context.Context, cmd command, key string, values []any) (int64, error) {
 	if len(values) == 0 {
-		return c.LLen(ctx, key)
+		return c.integer(ctx, cmdLLen, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Llen().Key(k).Build() })
 	}
 	v, err := encodeAll(cmd, key, values)
 	if err != nil {
@@ -521,21 +559,24 @@ func (c *Client) push(ctx context.Context, cmd command, key string, values []any
 }
 
 // LRange returns elements start..stop (inclusive; -1 is the last).
-func (c *Client) LRange(ctx context.Context, key string, start, stop int64) ([]string, error) {
+func (c *Client) LRange(ctx context.Context, key string, start, stop int64) (_ []string, err error) {
+	defer c.handle(ctx, &err)
 	return c.strs(ctx, cmdLRange, key, func(b rueidis.Builder, k string) rueidis.Completed {
 		return b.Lrange().Key(k).Start(start).Stop(stop).Build()
 	})
 }
 
 // LTrim keeps only elements start..stop.
-func (c *Client) LTrim(ctx context.Context, key string, start, stop int64) error {
-	_, err := c.one(ctx, cmdLTrim, key, func(b rueidis.Builder, k string) rueidis.Completed {
+func (c *Client) LTrim(ctx context.Context, key string, start, stop int64) (err error) {
+	defer c.handle(ctx, &err)
+	_, err = c.one(ctx, cmdLTrim, key, func(b rueidis.Builder, k string) rueidis.Completed {
 		return b.Ltrim().Key(k).Start(start).Stop(stop).Build()
 	})
 	return err
 }
 
 // LLen returns the length of the list at key.
-func (c *Client) LLen(ctx context.Context, key string) (int64, error) {
+func (c *Client) LLen(ctx context.Context, key string) (_ int64, err error) {
+	defer c.handle(ctx, &err)
 	return c.integer(ctx, cmdLLen, key, func(b rueidis.Builder, k string) rueidis.Completed { return b.Llen().Key(k).Build() })
 }

@@ -2,6 +2,3 @@
 //
 // TODO
 package cache
-
-// ModuleName names the module in config keys, logs, health and errors.
-const ModuleName = "cache"

@@ -16,7 +16,7 @@ func NewHealthChecker(c *Client) lifecycle.Checker {
 			return lifecycle.Status{State: lifecycle.Unhealthy, Message: "not connected"}
 		}
 		details := map[string]any{"mode": s.cfg.Mode, "addresses": s.cfg.Addresses, "client_cache": s.tracking}
-		if err := c.Ping(ctx); err != nil {
+		if err := c.ping(ctx); err != nil { // health failures are not counted as call errors
 			return lifecycle.Status{State: lifecycle.Unhealthy, Message: err.Error(), Details: details}
 		}
 		return lifecycle.Status{State: lifecycle.Healthy, Details: details}

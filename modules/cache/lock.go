@@ -118,7 +118,12 @@ func newOwnerToken() string {
 
 // TryLock takes the lock named key for ttl if it is free, and returns
 // ErrLockHeld at once if it is not. ttl must be at least 30ms.
-func (c *Client) TryLock(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
+func (c *Client) TryLock(ctx context.Context, key string, ttl time.Duration) (_ *Lock, err error) {
+	defer c.handle(ctx, &err)
+	return c.tryLock(ctx, key, ttl)
+}
+
+func (c *Client) tryLock(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
 	if ttl < minLockTTL {
 		return nil, &lifecycle.InfraError{Type: lifecycle.TypeValidation, Component: ModuleName, Op: commandNames[cmdLockAcquire], Field: key,
 			Message: "lock ttl must be at least " + minLockTTL.String() + ", got " + ttl.String()}
@@ -170,7 +175,8 @@ func (c *Client) TryLock(ctx context.Context, key string, ttl time.Duration) (*L
 // it, until ctx ends. Waiters poll with a jittered backoff from 2ms up to
 // 50ms, so a released lock is taken within about 50ms. Connection errors
 // while waiting are retried; when ctx ends the last error is returned.
-func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
+func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (_ *Lock, err error) {
+	defer c.handle(ctx, &err)
 	backoff := 2 * time.Millisecond
 	var timer *time.Timer
 	defer func() {
@@ -179,7 +185,7 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 		}
 	}()
 	for {
-		lk, err := c.TryLock(ctx, key, ttl)
+		lk, err := c.tryLock(ctx, key, ttl)
 		if err == nil {
 			return lk, nil
 		}
@@ -283,7 +289,8 @@ func (l *Lock) lose(why string) {
 // the caller's ctx has already ended. It returns ErrLockLost when the lock
 // had already been lost or taken by another owner; calling it again
 // returns the first call's result.
-func (l *Lock) Unlock(ctx context.Context) error {
+func (l *Lock) Unlock(ctx context.Context) (err error) {
+	defer l.c.handle(ctx, &err)
 	l.mu.Lock()
 	if l.unlocked {
 		err := l.unlockErr
@@ -296,7 +303,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	close(l.stop)
 	l.wg.Wait()
 	lost := !l.end(ErrLockReleased)
-	err := l.release(context.WithoutCancel(ctx))
+	err = l.release(context.WithoutCancel(ctx))
 	if err == nil && lost {
 		err = ErrLockLost
 	}

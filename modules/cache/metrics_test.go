@@ -11,6 +11,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/gochat/im-infra/lifecycle"
 )
 
 // testMeter returns a MeterProvider whose readings the test can collect.
@@ -179,4 +181,30 @@ func TestClientSideCacheFallsBackWithoutTracking(t *testing.T) {
 			assert.Equal(t, warned, logs.FilterMessageSnippet("CLIENT TRACKING").Len(), "and reads log nothing more")
 		})
 	}
+}
+
+func TestErrorsGoThroughTheErrorHandlerOnce(t *testing.T) {
+	mp, reader := testMeter(t)
+	addr, _ := testRedis(t)
+	cfg := testConfig(t, addr)
+	c, err := New(context.Background(), cfg, WithErrorHandler(lifecycle.NewErrorHandler(mp)))
+	require.NoError(t, err)
+	t.Cleanup(func() { deleteKeys(t, c.Client(), cfg.KeyPrefix); _ = c.Close() })
+	ctx := context.Background()
+	require.NoError(t, c.Set(ctx, "str", "x", time.Minute))
+
+	_, err = c.HGet(ctx, "str", "f") // WRONGTYPE: VALIDATION
+	require.Error(t, err)
+	_, err = c.GetOrLoad(ctx, "str-not-json", time.Minute, func(context.Context) (any, error) { return make(chan int), nil })
+	require.Error(t, err) // cannot encode: VALIDATION, counted once though it passes through GetOrLoad's layers
+	_, err = c.Get(ctx, "missing")
+	require.ErrorIs(t, err, ErrMiss) // not an infrastructure error
+	lk, err := c.TryLock(ctx, "l", time.Second)
+	require.NoError(t, err)
+	_, err = c.TryLock(ctx, "l", time.Second)
+	require.ErrorIs(t, err, ErrLockHeld) // an answer, not counted
+	require.NoError(t, lk.Unlock(ctx))
+
+	assert.Equal(t, int64(2), sumOf(t, reader, "infra.errors", attribute.String("type", "VALIDATION"), attribute.String("component", ModuleName)))
+	assert.Equal(t, int64(2), sumOf(t, reader, "infra.errors"), "nothing else was counted")
 }

@@ -129,19 +129,22 @@ func (c *Client) scriptCall(ctx context.Context, cmd command, body string, keys 
 // Eval runs a Lua script. keys are prefixed and, in a cluster, must share
 // a hash slot; args go through Encode. A nil reply is ErrMiss; a script
 // error is a VALIDATION InfraError (also in Reply.Err).
-func (c *Client) Eval(ctx context.Context, script string, keys []string, args ...any) (Reply, error) {
+func (c *Client) Eval(ctx context.Context, script string, keys []string, args ...any) (_ Reply, err error) {
+	defer c.handle(ctx, &err)
 	return c.scriptCall(ctx, cmdEval, script, keys, args)
 }
 
 // EvalSha runs a script loaded with ScriptLoad. An unknown sha1 gives a
 // VALIDATION error whose cause starts with NOSCRIPT.
-func (c *Client) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) (Reply, error) {
+func (c *Client) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) (_ Reply, err error) {
+	defer c.handle(ctx, &err)
 	return c.scriptCall(ctx, cmdEvalSha, sha1, keys, args)
 }
 
 // ScriptLoad loads a script and returns its sha1 for EvalSha. In a cluster
 // it is loaded on every node, since any of them may run it.
-func (c *Client) ScriptLoad(ctx context.Context, script string) (string, error) {
+func (c *Client) ScriptLoad(ctx context.Context, script string) (_ string, err error) {
+	defer c.handle(ctx, &err)
 	s, l, err := c.acquire()
 	if err != nil {
 		return "", wrap(cmdScriptLoad, "", err)
@@ -195,7 +198,8 @@ func checkCmd(i int, cmd Cmd) error {
 // batch (bad input, timeout, connection); a command Redis rejected fails
 // only its own Reply. The commands are not a transaction: use Eval for
 // atomicity.
-func (c *Client) Pipeline(ctx context.Context, cmds ...Cmd) ([]Reply, error) {
+func (c *Client) Pipeline(ctx context.Context, cmds ...Cmd) (_ []Reply, err error) {
+	defer c.handle(ctx, &err)
 	if len(cmds) == 0 {
 		return nil, nil
 	}
