@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -66,8 +68,12 @@ func (c *Client) getCached(ctx context.Context, key string, ttl time.Duration) (
 		ttl = l.localTTL
 	}
 	start := time.Now()
+	full := l.full(key)
+	if c.recent.has(full, start) {
+		return c.get(ctx, key)
+	}
 	callCtx, cancel := c.bound(ctx, l.timeout, start)
-	res := s.rc.DoCache(callCtx, s.rc.B().Get().Key(l.full(key)).Cache(), ttl)
+	res := s.rc.DoCache(callCtx, s.rc.B().Get().Key(full).Cache(), ttl)
 	cancel()
 	err = res.Error()
 	if res.IsCacheHit() {
@@ -239,9 +245,13 @@ func (c *Client) claim(ctx context.Context, s *session, l *live, key, full, plac
 
 // Invalidate deletes keys so that the next read loads fresh data: writers
 // call it after changing the source of truth. Redis then tells every
-// client that cached the keys to drop them, and a GetOrLoad loading one of
-// them concurrently does not store its (possibly older) value. Keys may be
-// in any cluster slots.
+// client that cached the keys to drop them (other processes see that
+// within the time the invalidation message takes to arrive, typically well
+// under a millisecond), and a GetOrLoad loading one of them concurrently
+// does not store its (possibly older) value. In this process the next
+// cached read of the keys sees the change at once: for a second they are
+// read from Redis, not memory, which covers the message still in flight.
+// Keys may be in any cluster slots.
 func (c *Client) Invalidate(ctx context.Context, keys ...string) (err error) {
 	defer c.handle(ctx, &err)
 	if len(keys) == 0 {
@@ -252,9 +262,11 @@ func (c *Client) Invalidate(ctx context.Context, keys ...string) (err error) {
 		return wrap(cmdDel, keys[0], err)
 	}
 	cmds := make([]rueidis.Completed, len(keys))
+	now := time.Now()
 	for i, k := range keys {
 		full := l.full(k)
 		c.loads.Forget(full) // later callers must not join a load that began before the change
+		c.recent.add(full, now)
 		cmds[i] = s.rc.B().Del().Key(full).Build()
 	}
 	for i, res := range c.doMulti(ctx, s, l, cmdDel, cmds) {
@@ -263,4 +275,52 @@ func (c *Client) Invalidate(ctx context.Context, keys ...string) (err error) {
 		}
 	}
 	return nil
+}
+
+// invalidationGrace is how long this client reads a key it invalidated
+// from Redis rather than from memory: far longer than an invalidation
+// message takes to arrive, short enough to cost nothing measurable.
+const invalidationGrace = time.Second
+
+// recentInvalidations remembers the keys this client invalidated within
+// invalidationGrace. Its fast path, when there are none, is one atomic
+// load.
+type recentInvalidations struct {
+	n atomic.Int64
+	m sync.Map // full key -> time.Time of the invalidation
+}
+
+func (r *recentInvalidations) add(key string, now time.Time) {
+	if _, loaded := r.m.Swap(key, now); !loaded {
+		if r.n.Add(1) > 4096 {
+			r.sweep(now)
+		}
+	}
+}
+
+func (r *recentInvalidations) has(key string, now time.Time) bool {
+	if r.n.Load() == 0 {
+		return false
+	}
+	v, ok := r.m.Load(key)
+	if !ok {
+		return false
+	}
+	if now.Sub(v.(time.Time)) < invalidationGrace {
+		return true
+	}
+	if r.m.CompareAndDelete(key, v) {
+		r.n.Add(-1)
+	}
+	return false
+}
+
+// sweep drops expired entries of keys that were never read again.
+func (r *recentInvalidations) sweep(now time.Time) {
+	r.m.Range(func(k, v any) bool {
+		if now.Sub(v.(time.Time)) >= invalidationGrace && r.m.CompareAndDelete(k, v) {
+			r.n.Add(-1)
+		}
+		return true
+	})
 }

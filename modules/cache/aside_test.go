@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -202,4 +203,24 @@ func TestGetOrLoadServesFromLoaderWhenRedisIsDown(t *testing.T) {
 	require.NoError(t, err, "cache-aside degrades to the loader")
 	assert.Equal(t, "from-db", v)
 	assert.Equal(t, int32(1), calls.Load())
+}
+
+// In the invalidating process, the next read after Invalidate loads fresh
+// data at once, although the server's invalidation message to this
+// process's memory cache may still be in flight.
+func TestInvalidateIsSeenAtOnceByThisProcess(t *testing.T) {
+	c := newTestClient(t)
+	ctx := context.Background()
+	for i := range 100 {
+		load := func(context.Context) (any, error) { return i, nil }
+		_, err := c.GetOrLoad(ctx, "k", time.Minute, load)
+		require.NoError(t, err)
+		_, err = c.GetOrLoad(ctx, "k", time.Minute, load) // from memory
+		require.NoError(t, err)
+		require.NoError(t, c.Invalidate(ctx, "k"))
+		v, err := c.GetOrLoad(ctx, "k", time.Minute, func(context.Context) (any, error) { return i + 1000, nil })
+		require.NoError(t, err)
+		require.Equal(t, strconv.Itoa(i+1000), v, "round %d", i)
+		require.NoError(t, c.Invalidate(ctx, "k"))
+	}
 }

@@ -116,7 +116,8 @@ type Client struct {
 	down    atomic.Bool // the last call found Redis unreachable
 	dialing atomic.Pointer[dialBound]
 
-	loads singleflight.Group
+	loads  singleflight.Group
+	recent recentInvalidations // keys Invalidate dropped, read from Redis for a moment
 
 	mu      sync.Mutex
 	closed  bool

@@ -1,0 +1,177 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/require"
+)
+
+// The benchmarks run side by side against the same Redis (IMINFRA_TEST_REDIS
+// or 127.0.0.1:6379): this module, raw rueidis with the same options, and
+// go-redis/v9 with its defaults. Each op is one GET (or SET) of a 64-byte
+// value on one of 64 keys; "goroutines" is the exact number of goroutines
+// issuing calls. ops/s is the figure to compare.
+//
+//	go test -run '^$' -bench . -benchmem -count 3 ./modules/cache/
+
+const benchKeys = 64
+
+var benchValue = strings.Repeat("v", 64)
+
+type benchClients struct {
+	module  *Client
+	raw     rueidis.Client
+	goredis *redis.Client
+	prefix  string
+	keys    []string // full keys, for raw rueidis and go-redis
+}
+
+func newBenchClients(b *testing.B) *benchClients {
+	b.Helper()
+	addr, _ := testRedis(b)
+	cfg := testConfig(b, addr)
+	m, err := New(context.Background(), cfg)
+	require.NoError(b, err)
+	raw, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, ForceSingleClient: true,
+		CacheSizeEachConn: cfg.ClientCache.SizePerConn, DisableCache: !m.sess.Load().tracking})
+	require.NoError(b, err)
+	gr := redis.NewClient(&redis.Options{Addr: addr})
+	bc := &benchClients{module: m, raw: raw, goredis: gr, prefix: cfg.KeyPrefix}
+	for i := range benchKeys {
+		bc.keys = append(bc.keys, cfg.KeyPrefix+"k"+strconv.Itoa(i))
+		require.NoError(b, m.Set(context.Background(), "k"+strconv.Itoa(i), benchValue, 10*time.Minute))
+	}
+	b.Cleanup(func() {
+		deleteKeys(b, raw, cfg.KeyPrefix)
+		_ = gr.Close()
+		raw.Close()
+		_ = m.Close()
+	})
+	return bc
+}
+
+// userKeys are the module's keys (without the prefix), precomputed so the
+// benchmark loop does not allocate them.
+func userKeys() []string {
+	out := make([]string, benchKeys)
+	for i := range out {
+		out[i] = "k" + strconv.Itoa(i)
+	}
+	return out
+}
+
+// runConcurrent spreads b.N calls of op over exactly n goroutines and
+// reports ops/s.
+func runConcurrent(b *testing.B, n int, op func(i int) error) {
+	b.ReportAllocs()
+	var (
+		next   atomic.Int64
+		failed atomic.Pointer[error]
+		wg     sync.WaitGroup
+	)
+	b.ResetTimer()
+	for range n {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				if err := op(int(i)); err != nil {
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if e := failed.Load(); e != nil {
+		b.Fatal(*e)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
+func benchGoroutines() []int { return []int{1, 16, 64, 256} }
+
+func BenchmarkGet(b *testing.B) {
+	bc := newBenchClients(b)
+	ctx := context.Background()
+	uk := userKeys()
+	clients := []struct {
+		name string
+		op   func(i int) error
+	}{
+		{"module", func(i int) error { _, err := bc.module.Get(ctx, uk[i%benchKeys]); return err }},
+		{"rueidis", func(i int) error {
+			return bc.raw.Do(ctx, bc.raw.B().Get().Key(bc.keys[i%benchKeys]).Build()).Error()
+		}},
+		{"go-redis", func(i int) error { return bc.goredis.Get(ctx, bc.keys[i%benchKeys]).Err() }},
+	}
+	for _, n := range benchGoroutines() {
+		for _, c := range clients {
+			b.Run(fmt.Sprintf("goroutines=%d/%s", n, c.name), func(b *testing.B) { runConcurrent(b, n, c.op) })
+		}
+	}
+}
+
+func BenchmarkSet(b *testing.B) {
+	bc := newBenchClients(b)
+	ctx := context.Background()
+	uk := userKeys()
+	clients := []struct {
+		name string
+		op   func(i int) error
+	}{
+		{"module", func(i int) error { return bc.module.Set(ctx, uk[i%benchKeys], benchValue, 10*time.Minute) }},
+		{"rueidis", func(i int) error {
+			return bc.raw.Do(ctx, bc.raw.B().Set().Key(bc.keys[i%benchKeys]).Value(benchValue).PxMilliseconds(600000).Build()).Error()
+		}},
+		{"go-redis", func(i int) error { return bc.goredis.Set(ctx, bc.keys[i%benchKeys], benchValue, 10*time.Minute).Err() }},
+	}
+	for _, n := range benchGoroutines() {
+		for _, c := range clients {
+			b.Run(fmt.Sprintf("goroutines=%d/%s", n, c.name), func(b *testing.B) { runConcurrent(b, n, c.op) })
+		}
+	}
+}
+
+// A client-side cached GET that hits: no round trip. Target: under 1µs.
+func BenchmarkGetCachedHit(b *testing.B) {
+	bc := newBenchClients(b)
+	if !bc.module.sess.Load().tracking {
+		b.Skip("the server has no CLIENT TRACKING")
+	}
+	ctx := context.Background()
+	uk := userKeys()
+	for i := range benchKeys { // warm both caches
+		_, err := bc.module.GetCached(ctx, uk[i], time.Minute)
+		require.NoError(b, err)
+		require.NoError(b, bc.raw.DoCache(ctx, bc.raw.B().Get().Key(bc.keys[i]).Cache(), time.Minute).Error())
+	}
+	b.Run("module", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if _, err := bc.module.GetCached(ctx, uk[i%benchKeys], time.Minute); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("rueidis", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if err := bc.raw.DoCache(ctx, bc.raw.B().Get().Key(bc.keys[i%benchKeys]).Cache(), time.Minute).Error(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
