@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -174,4 +175,80 @@ func BenchmarkGetCachedHit(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkOverhead measures the module against raw rueidis in alternating
+// slices of 100ms (20 rounds, order swapped every round), so both see the
+// same background load on a shared machine. It reports both throughputs
+// and the median over rounds of the paired overhead, in percent. Run it
+// once: -benchtime 1x.
+func BenchmarkOverhead(b *testing.B) {
+	bc := newBenchClients(b)
+	ctx := context.Background()
+	uk := userKeys()
+	ops := map[string][2]func(i int) error{
+		"get": {
+			func(i int) error { _, err := bc.module.Get(ctx, uk[i%benchKeys]); return err },
+			func(i int) error { return bc.raw.Do(ctx, bc.raw.B().Get().Key(bc.keys[i%benchKeys]).Build()).Error() },
+		},
+		"set": {
+			func(i int) error { return bc.module.Set(ctx, uk[i%benchKeys], benchValue, 10*time.Minute) },
+			func(i int) error {
+				return bc.raw.Do(ctx, bc.raw.B().Set().Key(bc.keys[i%benchKeys]).Value(benchValue).PxMilliseconds(600000).Build()).Error()
+			},
+		},
+	}
+	for _, name := range []string{"get", "set"} {
+		for _, n := range []int{1, 64} {
+			b.Run(fmt.Sprintf("%s/goroutines=%d", name, n), func(b *testing.B) {
+				const rounds, slice = 20, 100 * time.Millisecond
+				var total [2]float64
+				overheads := make([]float64, 0, rounds)
+				for range b.N {
+					for r := range rounds {
+						var rate [2]float64
+						for k := range 2 {
+							which := (k + r) % 2 // 0: module, 1: rueidis; swap who goes first
+							done, err := runFor(n, slice, ops[name][which])
+							require.NoError(b, err)
+							rate[which] = float64(done) / slice.Seconds()
+							total[which] += rate[which]
+						}
+						overheads = append(overheads, (rate[1]/rate[0]-1)*100)
+					}
+				}
+				slices.Sort(overheads)
+				b.ReportMetric(total[0]/float64(rounds*b.N), "module-ops/s")
+				b.ReportMetric(total[1]/float64(rounds*b.N), "rueidis-ops/s")
+				b.ReportMetric(overheads[len(overheads)/2], "overhead-%")
+			})
+		}
+	}
+}
+
+// runFor runs op on n goroutines for d and returns how many calls ended.
+func runFor(n int, d time.Duration, op func(i int) error) (int64, error) {
+	var (
+		count  atomic.Int64
+		failed atomic.Pointer[error]
+		stop   atomic.Bool
+		wg     sync.WaitGroup
+	)
+	for range n {
+		wg.Go(func() {
+			for !stop.Load() {
+				if err := op(int(count.Add(1))); err != nil {
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(d)
+	stop.Store(true)
+	wg.Wait()
+	if e := failed.Load(); e != nil {
+		return 0, *e
+	}
+	return count.Load(), nil
 }
