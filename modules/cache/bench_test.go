@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -179,9 +180,10 @@ func BenchmarkGetCachedHit(b *testing.B) {
 
 // BenchmarkOverhead measures the module against raw rueidis in alternating
 // slices of 100ms (20 rounds, order swapped every round), so both see the
-// same background load on a shared machine. It reports both throughputs
-// and the median over rounds of the paired overhead, in percent. Run it
-// once: -benchtime 1x.
+// same background load on a shared machine. It reports both throughputs,
+// the median over rounds of the paired throughput overhead, and the
+// process CPU time (user+sys, i.e. this client's own cost, whatever else
+// runs on the machine) per call of each. Run it once: -benchtime 1x.
 func BenchmarkOverhead(b *testing.B) {
 	bc := newBenchClients(b)
 	ctx := context.Background()
@@ -202,28 +204,47 @@ func BenchmarkOverhead(b *testing.B) {
 		for _, n := range []int{1, 64} {
 			b.Run(fmt.Sprintf("%s/goroutines=%d", name, n), func(b *testing.B) {
 				const rounds, slice = 20, 100 * time.Millisecond
-				var total [2]float64
-				overheads := make([]float64, 0, rounds)
+				var (
+					rate      [2]float64
+					calls     [2]int64
+					cpu       [2]time.Duration
+					overheads = make([]float64, 0, rounds)
+				)
 				for range b.N {
 					for r := range rounds {
-						var rate [2]float64
+						var round [2]float64
 						for k := range 2 {
 							which := (k + r) % 2 // 0: module, 1: rueidis; swap who goes first
+							before := processCPU()
 							done, err := runFor(n, slice, ops[name][which])
 							require.NoError(b, err)
-							rate[which] = float64(done) / slice.Seconds()
-							total[which] += rate[which]
+							cpu[which] += processCPU() - before
+							calls[which] += done
+							round[which] = float64(done) / slice.Seconds()
+							rate[which] += round[which]
 						}
-						overheads = append(overheads, (rate[1]/rate[0]-1)*100)
+						overheads = append(overheads, (round[1]/round[0]-1)*100)
 					}
 				}
 				slices.Sort(overheads)
-				b.ReportMetric(total[0]/float64(rounds*b.N), "module-ops/s")
-				b.ReportMetric(total[1]/float64(rounds*b.N), "rueidis-ops/s")
+				runs := float64(rounds * b.N)
+				b.ReportMetric(rate[0]/runs, "module-ops/s")
+				b.ReportMetric(rate[1]/runs, "rueidis-ops/s")
 				b.ReportMetric(overheads[len(overheads)/2], "overhead-%")
+				b.ReportMetric(float64(cpu[0].Nanoseconds())/float64(calls[0]), "module-cpu-ns/op")
+				b.ReportMetric(float64(cpu[1].Nanoseconds())/float64(calls[1]), "rueidis-cpu-ns/op")
 			})
 		}
 	}
+}
+
+// processCPU is the user+sys CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // runFor runs op on n goroutines for d and returns how many calls ended.
