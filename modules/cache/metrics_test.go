@@ -9,8 +9,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/gochat/im-infra/lifecycle"
 )
@@ -207,4 +210,33 @@ func TestErrorsGoThroughTheErrorHandlerOnce(t *testing.T) {
 
 	assert.Equal(t, int64(2), sumOf(t, reader, "infra.errors", attribute.String("type", "VALIDATION"), attribute.String("component", ModuleName)))
 	assert.Equal(t, int64(2), sumOf(t, reader, "infra.errors"), "nothing else was counted")
+}
+
+func TestSpansWithATracerProvider(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	addr, _ := testRedis(t)
+	cfg := testConfig(t, addr)
+	c, err := New(context.Background(), cfg, WithTracerProvider(tp))
+	require.NoError(t, err)
+	t.Cleanup(func() { deleteKeys(t, c.Client(), cfg.KeyPrefix); _ = c.Close() })
+	ctx := context.Background()
+	require.NoError(t, c.Set(ctx, "k", "v", time.Minute))
+	_, err = c.HGet(ctx, "k", "f")
+	require.Error(t, err)
+
+	spans := rec.Ended()
+	require.Len(t, spans, 2)
+	assert.Equal(t, "cache set", spans[0].Name())
+	assert.Equal(t, codes.Unset, spans[0].Status().Code)
+	assert.Equal(t, "cache hget", spans[1].Name())
+	assert.Equal(t, codes.Error, spans[1].Status().Code)
+	var op string
+	for _, a := range spans[1].Attributes() {
+		if a.Key == "db.operation.name" {
+			op = a.Value.AsString()
+		}
+	}
+	assert.Equal(t, "hget", op)
 }
