@@ -258,7 +258,7 @@ func TestOperations(t *testing.T) {
 
 func TestKeyPrefixIsApplied(t *testing.T) {
 	addr, _ := testRedis(t)
-	c := newTestClient(t)
+	c := newTestClient(t, func(c *Config) { c.Addresses = []string{addr} })
 	ctx := context.Background()
 	require.NoError(t, c.Set(ctx, "k", "v", time.Minute))
 	raw := rawClient(t, addr, true)

@@ -146,7 +146,7 @@ func TestCloseReleasesHeldLocks(t *testing.T) {
 	cfg := testConfig(t, addr)
 	a, err := New(context.Background(), cfg)
 	require.NoError(t, err)
-	b := newTestClient(t, func(c *Config) { c.KeyPrefix = cfg.KeyPrefix })
+	b := newTestClient(t, func(c *Config) { c.Addresses, c.KeyPrefix = cfg.Addresses, cfg.KeyPrefix })
 	_, err = a.TryLock(context.Background(), "k", 10*time.Second)
 	require.NoError(t, err)
 	require.NoError(t, a.Close())
