@@ -596,7 +596,12 @@ func (c *Client) observe(ctx context.Context, cmd command, start time.Time, err 
 		span.End()
 	}
 	switch st {
-	case statusConnection, statusTimeout:
+	case statusTimeout:
+		if ctx.Err() != nil {
+			break // the caller's own deadline, not a sign of an outage
+		}
+		fallthrough
+	case statusConnection:
 		if c.down.CompareAndSwap(false, true) {
 			c.log.Warn("redis unreachable; calls fail until it answers again", zap.String("command", commandNames[cmd]), zap.Error(err))
 		}

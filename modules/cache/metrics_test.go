@@ -240,3 +240,17 @@ func TestSpansWithATracerProvider(t *testing.T) {
 	}
 	assert.Equal(t, "hget", op)
 }
+
+func TestCallersShortDeadlineIsNotAnOutage(t *testing.T) {
+	addr, _ := testRedis(t)
+	log, logs := observedLogger()
+	cfg := testConfig(t, addr)
+	c, err := New(context.Background(), cfg, WithLogger(log))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	_, err = c.Get(expired, "k")
+	require.ErrorIs(t, err, lifecycle.ErrTimeout)
+	assert.Zero(t, logs.FilterMessageSnippet("unreachable").Len())
+}
