@@ -4,7 +4,9 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
+	"errors"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -144,10 +146,13 @@ func (c *Client) tryLock(ctx context.Context, key string, ttl time.Duration) (*L
 	res := c.script(ctx, s, l, cmdLockAcquire, s.scripts.lockAcquire, []string{full, fence}, owner, strconv.FormatInt(ttl.Milliseconds(), 10))
 	token, err := res.AsInt64()
 	if err := res.Error(); err != nil {
-		// The SET may have happened before the reply was lost: release
-		// what we may hold, or it blocks others until its TTL. In the
-		// background, so the caller's call stays within its bound.
-		c.releaseInBackground(s, l, full, owner)
+		// Unless the script never reached Redis (no connection), the SET
+		// may have happened before the reply was lost: release what we
+		// may hold, or it blocks others until its TTL. In the background,
+		// so the caller's call stays within its bound.
+		if !neverSent(err) {
+			c.releaseInBackground(s, l, full, owner)
+		}
 		return nil, wrap(cmdLockAcquire, key, err)
 	}
 	if err != nil {
@@ -329,6 +334,18 @@ func (l *Lock) release(ctx context.Context) error {
 		return ErrLockLost
 	}
 	return nil
+}
+
+// neverSent reports an error that proves the command did not reach Redis:
+// the connection could not be made, the client is closing, or the server
+// rejected the command.
+func neverSent(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	_, redisErr := rueidis.IsRedisErr(err)
+	return redisErr || errors.Is(err, rueidis.ErrClosing)
 }
 
 // releaseInBackground deletes a lock we may hold after a failed acquire,
