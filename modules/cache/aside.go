@@ -192,10 +192,14 @@ func (c *Client) load(callerCtx context.Context, key string, ttl time.Duration, 
 			lerr = encodeError(cmdAsideFill, key, lerr)
 		}
 	}
+	// The release and the fill run even when the load used up its ctx
+	// (or Close cancelled it), each bounded by commandTimeout: a claim
+	// left behind would make other processes wait for it to expire.
+	after := context.WithoutCancel(ctx)
 	if lerr != nil {
 		c.metrics.loads.Add(ctx, 1, c.metrics.loadKO...)
 		if claimed {
-			_ = c.script(ctx, s, l, cmdAsideRelease, s.scripts.asideRelease, []string{full}, claim)
+			_ = c.script(after, s, l, cmdAsideRelease, s.scripts.asideRelease, []string{full}, claim)
 		}
 		return nil, lerr
 	}
@@ -203,7 +207,7 @@ func (c *Client) load(callerCtx context.Context, key string, ttl time.Duration, 
 	if claimed {
 		// Whether or not the fill lands (an Invalidate may have removed
 		// the claim), this value is what the loader returned just now.
-		_ = c.script(ctx, s, l, cmdAsideFill, s.scripts.asideFill, []string{full}, claim, value, strconv.FormatInt(millis(ttl), 10))
+		_ = c.script(after, s, l, cmdAsideFill, s.scripts.asideFill, []string{full}, claim, value, strconv.FormatInt(millis(ttl), 10))
 	}
 	return value, nil
 }

@@ -224,3 +224,19 @@ func TestInvalidateIsSeenAtOnceByThisProcess(t *testing.T) {
 		require.NoError(t, c.Invalidate(ctx, "k"))
 	}
 }
+
+// A loader that outlives loadTimeout: its callers get the timeout, and the
+// claim is removed at once, so the next caller loads without waiting for
+// the claim to expire.
+func TestGetOrLoadLoaderTimeoutLeavesNoClaim(t *testing.T) {
+	c := newTestClient(t, func(c *Config) { c.LoadTimeout = config.Duration(100 * time.Millisecond) })
+	ctx := context.Background()
+	_, err := c.GetOrLoad(ctx, "slow", time.Minute, func(ctx context.Context) (any, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	n, err := c.Exists(ctx, "slow")
+	require.NoError(t, err)
+	assert.Zero(t, n, "no claim left behind")
+}
