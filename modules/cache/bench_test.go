@@ -178,26 +178,30 @@ func BenchmarkGetCachedHit(b *testing.B) {
 	})
 }
 
-// BenchmarkOverhead measures the module against raw rueidis in alternating
-// slices of 100ms (20 rounds, order swapped every round), so both see the
-// same background load on a shared machine. It reports both throughputs,
-// the median over rounds of the paired throughput overhead, and the
-// process CPU time (user+sys, i.e. this client's own cost, whatever else
-// runs on the machine) per call of each. Run it once: -benchtime 1x.
-func BenchmarkOverhead(b *testing.B) {
+// BenchmarkPaired runs the module, raw rueidis and go-redis in alternating
+// slices of 100ms (20 rounds, the order rotated every round), so all three
+// see the same background load on a shared machine. It reports each one's
+// throughput, the median over rounds of the paired ratios (overhead-% =
+// rueidis ÷ module − 1; x-go-redis = module ÷ go-redis), and the process
+// CPU time (user+sys: this client's own cost, whatever else runs on the
+// machine) per call. Run it once: -benchtime 1x.
+func BenchmarkPaired(b *testing.B) {
 	bc := newBenchClients(b)
 	ctx := context.Background()
 	uk := userKeys()
-	ops := map[string][2]func(i int) error{
+	names := [3]string{"module", "rueidis", "go-redis"}
+	ops := map[string][3]func(i int) error{
 		"get": {
 			func(i int) error { _, err := bc.module.Get(ctx, uk[i%benchKeys]); return err },
 			func(i int) error { return bc.raw.Do(ctx, bc.raw.B().Get().Key(bc.keys[i%benchKeys]).Build()).Error() },
+			func(i int) error { return bc.goredis.Get(ctx, bc.keys[i%benchKeys]).Err() },
 		},
 		"set": {
 			func(i int) error { return bc.module.Set(ctx, uk[i%benchKeys], benchValue, 10*time.Minute) },
 			func(i int) error {
 				return bc.raw.Do(ctx, bc.raw.B().Set().Key(bc.keys[i%benchKeys]).Value(benchValue).PxMilliseconds(600000).Build()).Error()
 			},
+			func(i int) error { return bc.goredis.Set(ctx, bc.keys[i%benchKeys], benchValue, 10*time.Minute).Err() },
 		},
 	}
 	for _, name := range []string{"get", "set"} {
@@ -205,16 +209,17 @@ func BenchmarkOverhead(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/goroutines=%d", name, n), func(b *testing.B) {
 				const rounds, slice = 20, 100 * time.Millisecond
 				var (
-					rate      [2]float64
-					calls     [2]int64
-					cpu       [2]time.Duration
-					overheads = make([]float64, 0, rounds)
+					rate      [3]float64
+					calls     [3]int64
+					cpu       [3]time.Duration
+					overheads []float64
+					vsGoRedis []float64
 				)
 				for range b.N {
 					for r := range rounds {
-						var round [2]float64
-						for k := range 2 {
-							which := (k + r) % 2 // 0: module, 1: rueidis; swap who goes first
+						var round [3]float64
+						for k := range 3 {
+							which := (k + r) % 3
 							before := processCPU()
 							done, err := runFor(n, slice, ops[name][which])
 							require.NoError(b, err)
@@ -224,15 +229,18 @@ func BenchmarkOverhead(b *testing.B) {
 							rate[which] += round[which]
 						}
 						overheads = append(overheads, (round[1]/round[0]-1)*100)
+						vsGoRedis = append(vsGoRedis, round[0]/round[2])
 					}
 				}
 				slices.Sort(overheads)
+				slices.Sort(vsGoRedis)
 				runs := float64(rounds * b.N)
-				b.ReportMetric(rate[0]/runs, "module-ops/s")
-				b.ReportMetric(rate[1]/runs, "rueidis-ops/s")
+				for i, who := range names {
+					b.ReportMetric(rate[i]/runs, who+"-ops/s")
+					b.ReportMetric(float64(cpu[i].Nanoseconds())/float64(calls[i]), who+"-cpu-ns/op")
+				}
 				b.ReportMetric(overheads[len(overheads)/2], "overhead-%")
-				b.ReportMetric(float64(cpu[0].Nanoseconds())/float64(calls[0]), "module-cpu-ns/op")
-				b.ReportMetric(float64(cpu[1].Nanoseconds())/float64(calls[1]), "rueidis-cpu-ns/op")
+				b.ReportMetric(vsGoRedis[len(vsGoRedis)/2], "x-go-redis")
 			})
 		}
 	}
