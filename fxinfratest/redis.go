@@ -10,11 +10,8 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/gochat/im-infra/devstack"
+	"github.com/gochat/im-infra/modules/cache"
 )
-
-// RedisComponent is the config component WithRedis seeds (the cache
-// module's ModuleName).
-const RedisComponent = "cache"
 
 // WithRedis gives the app a Redis for the cache module: the real one
 // (IMINFRA_TEST_REDIS, or 127.0.0.1:6379 when that variable is unset and
@@ -25,8 +22,10 @@ const RedisComponent = "cache"
 // It seeds the service-layer "cache" document with the address and a key
 // prefix of the test's own, and deletes the keys under that prefix when
 // the test ends, so tests can share one Redis (which is never flushed).
-// Put more cache settings with app.Put; arrays and scalars replace, so
-// keep "addresses" and "keyPrefix" when replacing the document.
+// The app still needs cache.Module in its graph and something that asks
+// for cache.Cache. Put more cache settings in the global layer
+// (app.PutGlobal), which merges under this document, or keep "addresses"
+// and "keyPrefix" when replacing it with app.Put.
 func WithRedis() Option {
 	return func(s *Setup) {
 		t := s.T()
@@ -47,7 +46,7 @@ func WithRedis() Option {
 		_, _ = rand.Read(b[:])
 		prefix := "fxinfratest:" + hex.EncodeToString(b[:]) + ":"
 		doc, _ := json.Marshal(map[string]any{"addresses": []string{addr}, "keyPrefix": prefix})
-		s.Config(RedisComponent, string(doc))
+		s.Config(cache.ModuleName, string(doc))
 		s.Cleanup(func() { deleteRedisKeys(addr, prefix) })
 	}
 }
