@@ -14,6 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/gochat/im-infra/devstack"
 )
 
 // realEtcdBinary is Debian's etcd-server (3.4 on bookworm), which CI
@@ -26,7 +28,7 @@ const realEtcdBinary = "/usr/bin/etcd"
 func startRealEtcd(t *testing.T, tlsArgs ...string) string {
 	t.Helper()
 	if _, err := os.Stat(realEtcdBinary); err != nil {
-		if os.Getenv("IMINFRA_TEST_REQUIRE_REAL") == "1" {
+		if devstack.RequireReal() {
 			t.Fatalf("%s is required (IMINFRA_TEST_REQUIRE_REAL=1): %v", realEtcdBinary, err)
 		}
 		t.Skipf("%s not installed (apt-get install etcd-server)", realEtcdBinary)

@@ -23,10 +23,6 @@ const (
 	// EnvTestRedis is the host:port of the Redis tests use; when unset,
 	// 127.0.0.1:6379 is used if it answers.
 	EnvTestRedis = "IMINFRA_TEST_REDIS"
-	// EnvRequireReal set to "1" (CI) turns a missing or unreachable real
-	// server, or a missing server binary, into a test failure instead of a
-	// fallback or a skip.
-	EnvRequireReal = "IMINFRA_TEST_REQUIRE_REAL"
 )
 
 // DefaultTestRedis is the Redis tests use when EnvTestRedis is unset.
@@ -35,9 +31,6 @@ const DefaultTestRedis = "127.0.0.1:6379"
 // ErrNoRedisServer is returned when a helper needs the redis-server (or
 // redis-cli) binary and PATH has none.
 var ErrNoRedisServer = errors.New("devstack: redis-server or redis-cli is not on PATH")
-
-// RequireReal reports whether EnvRequireReal is "1".
-func RequireReal() bool { return os.Getenv(EnvRequireReal) == "1" }
 
 // TestRedisAddr returns the real Redis tests should use: EnvTestRedis, or
 // DefaultTestRedis when the variable is unset, provided it answers PING

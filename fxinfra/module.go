@@ -8,6 +8,7 @@ import (
 
 	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/cache"
 	"github.com/gochat/im-infra/modules/clog"
 	"github.com/gochat/im-infra/modules/coord"
 	"github.com/gochat/im-infra/modules/db"
@@ -39,6 +40,7 @@ var Module = fx.Options(
 	config.Module,
 	clog.Module,
 	coord.Module,
+	cache.Module,
 	db.Module,
 	metrics.Module,
 	fx.Provide(newSnapshot, newEventLogState),

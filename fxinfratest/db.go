@@ -69,8 +69,8 @@ func probeSQL(s *Setup, kind DBKind, dsn string) {
 	defer cancel()
 	d, err := db.New(ctx, cfg)
 	if err != nil {
-		if RequireReal() {
-			t.Fatalf("fxinfratest: %s: %v (%s=1)", kind, err, EnvRequireReal)
+		if devstack.RequireReal() {
+			t.Fatalf("fxinfratest: %s: %v (%s=1)", kind, err, devstack.EnvRequireReal)
 		}
 		t.Skipf("fxinfratest: %s does not answer: %v", kind, err)
 	}

@@ -26,13 +26,6 @@ import (
 // embedded one; each app then uses a service name of its own.
 const EnvEtcdEndpoints = "IMINFRA_TEST_ETCD_ENDPOINTS"
 
-// EnvRequireReal makes a missing or unreachable real server a test failure
-// instead of a skip (CI sets it).
-const EnvRequireReal = "IMINFRA_TEST_REQUIRE_REAL"
-
-// RequireReal reports whether tests must fail, not skip, without a server.
-func RequireReal() bool { return os.Getenv(EnvRequireReal) == "1" }
-
 // Setup is what an Option configures before the app starts. Modules add
 // their own Options (WithRedis, WithDB, WithKafka) on top of its methods.
 type Setup struct {

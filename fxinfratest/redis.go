@@ -32,8 +32,8 @@ func WithRedis() Option {
 		t.Helper()
 		addr, err := devstack.TestRedisAddr()
 		if err != nil {
-			if RequireReal() {
-				t.Fatalf("fxinfratest: %v and %s=1", err, EnvRequireReal)
+			if devstack.RequireReal() {
+				t.Fatalf("fxinfratest: %v and %s=1", err, devstack.EnvRequireReal)
 			}
 			r, err := devstack.StartRedis(devstack.RedisOptions{})
 			if err != nil {

@@ -14,15 +14,12 @@ import (
 	"github.com/gochat/im-infra/modules/cache"
 )
 
-// withModule adds cache.Module to the app. Drop it once fxinfra.Module
-// carries cache.Module (fx refuses a constructor provided twice).
-func withModule() fxinfratest.Option { return fxinfratest.WithFx(cache.Module) }
 
 // Nothing asks for cache.Cache: no client, no config needed (there is no
 // Redis address here, which a built client would refuse), no checker.
 func TestModuleBuildsNothingUnlessAskedFor(t *testing.T) {
 	var agg *lifecycle.Aggregator
-	app := fxinfratest.New(t, withModule(), fxinfratest.WithFx(fx.Populate(&agg)))
+	app := fxinfratest.New(t, fxinfratest.WithFx(fx.Populate(&agg)))
 	rep := agg.Check(context.Background())
 	_, ok := rep.Checks[cache.ModuleName]
 	assert.False(t, ok, "no cache health checker")
@@ -38,7 +35,6 @@ func TestModuleOnTheTestKit(t *testing.T) {
 	)
 	app := fxinfratest.New(t,
 		fxinfratest.WithRedis(),
-		withModule(),
 		fxinfratest.WithFx(fx.Populate(&c, &agg)),
 	)
 	entry := app.Logs.Require(t, "connected to redis")

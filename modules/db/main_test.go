@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,13 +31,6 @@ import (
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
-
-// Test servers: devstack names them (IMINFRA_TEST_MYSQL_DSN,
-// IMINFRA_TEST_POSTGRES_DSN, else the machine's MariaDB and PostgreSQL).
-// With IMINFRA_TEST_REQUIRE_REAL=1 (CI) a server that does not answer fails
-// the test instead of skipping it. (fxinfratest has the same switch; this
-// package cannot import it.)
-const envRequireReal = "IMINFRA_TEST_REQUIRE_REAL"
 
 // target is one database the suite runs on.
 type target struct {
@@ -123,8 +115,8 @@ func need(t testing.TB, tg target) {
 		_ = c.Close()
 		return
 	}
-	if os.Getenv(envRequireReal) == "1" {
-		t.Fatalf("%s at %s does not answer and %s=1: %v", tg.driver, tg.addr, envRequireReal, err)
+	if devstack.RequireReal() {
+		t.Fatalf("%s at %s does not answer and %s=1: %v", tg.driver, tg.addr, devstack.EnvRequireReal, err)
 	}
 	t.Skipf("%s at %s does not answer: %v", tg.driver, tg.addr, err)
 }

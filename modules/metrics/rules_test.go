@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/gochat/im-infra/fxinfratest"
+	"github.com/gochat/im-infra/devstack"
 )
 
 // rulesDir holds the Prometheus rule file and its unit tests.
@@ -24,7 +24,7 @@ var rulesDir = filepath.Join("..", "..", "compose", "infrastructure", "prometheu
 func TestAlertRules(t *testing.T) {
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
-		if fxinfratest.RequireReal() {
+		if devstack.RequireReal() {
 			t.Fatalf("promtool is not installed (apt-get install prometheus): %v", err)
 		}
 		t.Skip("promtool is not installed (apt-get install prometheus)")
