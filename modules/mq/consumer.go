@@ -1,0 +1,848 @@
+package mq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kotel"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+
+	"github.com/gochat/im-infra/lifecycle"
+)
+
+// Handler handles one record. Returning nil lets its offset be committed;
+// an error makes the record be retried, and after the last retry sent to
+// the dead-letter topic. ctx ends when the consumer must give the
+// partition up now (stop timeout, lost partitions); it carries the
+// sender's trace.
+//
+// Records of one partition reach the handler one at a time, in order;
+// different partitions are handled concurrently.
+type Handler func(ctx context.Context, m *Message) error
+
+// Headers set on a dead-lettered record, beside the original headers.
+const (
+	HeaderDLQError     = "dlq.error"     // the last handler error, at most 1 KiB
+	HeaderDLQAttempts  = "dlq.attempts"  // handler calls made
+	HeaderDLQTopic     = "dlq.topic"     // original topic
+	HeaderDLQPartition = "dlq.partition" // original partition
+	HeaderDLQOffset    = "dlq.offset"    // original offset
+	HeaderDLQGroup     = "dlq.group"     // group that gave up on it
+	maxDLQErrorLen     = 1 << 10
+)
+
+// Consumer is one member of a consumer group, made by Client.Subscribe.
+//
+// Delivery is at-least-once: a record's offset is committed only after its
+// handler returned nil or it went to the dead-letter topic. Offsets are
+// committed every consumer.commitInterval, when partitions are revoked
+// (before the next owner starts) and on Stop. Lost partitions (the group
+// dropped this member) are not committed. After a crash, records handled
+// since the last commit are handled again.
+type Consumer struct {
+	client  *Client
+	group   string
+	topics  []string
+	handler Handler
+	log     *zap.Logger
+	tracer  *kotel.Tracer
+
+	mu      sync.Mutex
+	kcl     *kgo.Client
+	sem     chan struct{}   // one slot per partition being handled
+	workers map[tp]*worker  // current assignment
+	paused  map[string]bool // topics paused by Pause
+	running bool
+	stopped bool
+	stop    chan struct{} // closed by Stop: ends background work
+	cancel  context.CancelFunc
+	polling chan struct{} // closed when the poll loop returns
+	bg      sync.WaitGroup
+	lastErr time.Time // last fetch error logged
+}
+
+type tp struct {
+	topic     string
+	partition int32
+}
+
+// Subscribe adds a member of group that consumes topics with h. It does
+// no I/O: the member joins the group in the background once the Client
+// has started (at once if it already has). Stop it with Stop or by
+// closing the Client.
+func (c *Client) Subscribe(group string, topics []string, h Handler) (*Consumer, error) {
+	if group == "" {
+		return nil, lifecycle.ValidationError(ModuleName, "group", "consumer group name is empty")
+	}
+	if len(topics) == 0 {
+		return nil, lifecycle.ValidationError(ModuleName, "topics", "subscribe to at least one topic")
+	}
+	for i, t := range topics {
+		if err := CheckTopic(t); err != nil {
+			return nil, lifecycle.ValidationError(ModuleName, fmt.Sprintf("topics[%d]", i), err.Error())
+		}
+	}
+	if h == nil {
+		return nil, lifecycle.ValidationError(ModuleName, "handler", "nil handler")
+	}
+	s := &Consumer{
+		client:  c,
+		group:   group,
+		topics:  slices.Clone(topics),
+		handler: h,
+		log:     c.log.With(zap.String("group", group)),
+		tracer:  newTracer(c.opts.tracer, group),
+		workers: map[tp]*worker{},
+		paused:  map[string]bool{},
+		stop:    make(chan struct{}),
+		polling: make(chan struct{}),
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateClosed {
+		return nil, lifecycle.WrapError(lifecycle.TypeInternal, ModuleName, "subscribe", ErrClosed, "client closed")
+	}
+	c.consumers = append(c.consumers, s)
+	if c.state == stateStarted {
+		s.start()
+	}
+	return s, nil
+}
+
+// Group is the consumer group's name.
+func (s *Consumer) Group() string { return s.group }
+
+// Raw returns the member's franz-go client (nil before it starts).
+func (s *Consumer) Raw() *kgo.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.kcl
+}
+
+// start makes the group client and the poll loop; called with the
+// Client's mu held, once the Client has connected.
+func (s *Consumer) start() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running || s.stopped {
+		return
+	}
+	cfg := s.client.built
+	kcl, err := s.newGroupClient(cfg)
+	if err != nil {
+		// The same options already made the producer client.
+		s.log.Error("mq: consumer not started", zap.Error(err))
+		return
+	}
+	s.kcl, s.running = kcl, true
+	s.sem = make(chan struct{}, cfg.Consumer.Concurrency)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.applyPausesLocked()
+	s.bg.Add(1)
+	go s.ensureDeadLetterTopics()
+	go s.poll(ctx)
+	s.log.Info("mq: consumer started", zap.Strings("topics", s.topics),
+		zap.Int("concurrency", cfg.Consumer.Concurrency))
+}
+
+func (s *Consumer) newGroupClient(cfg Config) (*kgo.Client, error) {
+	opts, err := s.client.commonOptions(cfg, s.tracer)
+	if err != nil {
+		return nil, err
+	}
+	cc := cfg.Consumer
+	start := kgo.NewOffset().AtStart()
+	if cc.StartOffset == "latest" {
+		start = kgo.NewOffset().AtEnd()
+	}
+	opts = append(opts,
+		kgo.ConsumerGroup(s.group),
+		kgo.ConsumeTopics(s.topics...),
+		kgo.ConsumeResetOffset(start),
+		kgo.AutoCommitMarks(),
+		kgo.AutoCommitInterval(cc.CommitInterval.Std()),
+		// Rebalance callbacks never run between a poll and the dispatch
+		// of its records, so no record of a revoked partition can reach
+		// a worker of the next assignment.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsAssigned(s.onAssigned),
+		kgo.OnPartitionsRevoked(s.onRevoked),
+		kgo.OnPartitionsLost(s.onLost),
+		kgo.SessionTimeout(cc.SessionTimeout.Std()),
+		kgo.RebalanceTimeout(cc.RebalanceTimeout.Std()),
+		kgo.HeartbeatInterval(cc.HeartbeatInterval.Std()),
+		kgo.FetchMaxBytes(int32(cc.FetchMaxBytes)),
+		kgo.FetchMaxPartitionBytes(int32(cc.FetchMaxPartitionBytes)),
+		kgo.FetchMaxWait(cc.FetchMaxWait.Std()),
+	)
+	return kgo.NewClient(opts...)
+}
+
+// ensureDeadLetterTopics creates "<topic>.dlq" for each subscribed topic,
+// with the same partition count, when dead-lettering is on. Failure is
+// logged: dead-lettering then retries until the topic can be written.
+func (s *Consumer) ensureDeadLetterTopics() {
+	defer s.bg.Done()
+	cfg := s.client.cfg.Load()
+	if !cfg.Consumer.DeadLetter {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout.Std())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	adm := s.client.admin()
+	if adm == nil {
+		return
+	}
+	details, err := adm.ListTopics(fresh(ctx), s.topics...)
+	if err != nil {
+		s.log.Warn("mq: dead-letter topics not checked", zap.Error(err))
+		return
+	}
+	var dlq []TopicConfig
+	for _, t := range s.topics {
+		parts := 0
+		if d, ok := details[t]; ok && d.Err == nil {
+			parts = len(d.Partitions)
+		}
+		dlq = append(dlq, TopicConfig{Name: DeadLetterTopic(t), Partitions: parts})
+	}
+	if err := s.client.createTopics(ctx, adm, dlq); err != nil {
+		s.log.Warn("mq: dead-letter topics not created; dead-lettering retries until they exist", zap.Error(err))
+	}
+}
+
+// poll fetches and hands each partition's records to its worker. It only
+// appends to queues, so AllowRebalance follows each poll at once; a
+// partition whose queue is full stops being fetched until it drains.
+func (s *Consumer) poll(ctx context.Context) {
+	defer close(s.polling)
+	for {
+		max := s.client.cfg.Load().Consumer.MaxPollRecords
+		fs := s.kcl.PollRecords(ctx, max)
+		if fs.IsClientClosed() || ctx.Err() != nil {
+			s.kcl.AllowRebalance()
+			return
+		}
+		fs.EachError(s.fetchError)
+		limit := s.client.cfg.Load().Consumer.PartitionBuffer
+		s.mu.Lock()
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			w := s.workers[tp{p.Topic, p.Partition}]
+			if w == nil {
+				return // not ours (cannot happen while rebalances wait for AllowRebalance)
+			}
+			w.highWatermark(p.HighWatermark)
+			if len(p.Records) > 0 {
+				w.push(p.Records, limit)
+			}
+		})
+		s.mu.Unlock()
+		s.kcl.AllowRebalance()
+	}
+}
+
+// fetchError logs fetch errors at most every 10s: franz-go retries the
+// retryable ones itself, and a persistent one would repeat every fetch.
+func (s *Consumer) fetchError(topic string, partition int32, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	s.mu.Lock()
+	due := time.Since(s.lastErr) > 10*time.Second
+	if due {
+		s.lastErr = time.Now()
+	}
+	s.mu.Unlock()
+	if due {
+		s.log.Warn("mq: fetch failed", zap.String("topic", topic), zap.Int32("partition", partition), zap.Error(err))
+	}
+}
+
+func (s *Consumer) onAssigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	for topic, parts := range assigned {
+		for _, p := range parts {
+			key := tp{topic, p}
+			if s.workers[key] != nil {
+				continue
+			}
+			w := newWorker(s, key)
+			s.workers[key] = w
+			go w.run()
+		}
+	}
+	s.mu.Unlock()
+	member, gen := cl.GroupMetadata()
+	s.log.Info("mq: partitions assigned", zap.String("member_id", member), zap.Int32("generation", gen),
+		zap.Any("partitions", assigned))
+}
+
+// onRevoked runs before the group moves partitions elsewhere: their
+// workers finish the record in hand (half the rebalance timeout, then
+// their ctx is cancelled), stop marking, and what they handled is
+// committed before the partitions are released.
+func (s *Consumer) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	cfg := s.client.cfg.Load()
+	rebalance := s.client.built.Consumer.RebalanceTimeout.Std()
+	ws := s.detach(revoked)
+	began := time.Now()
+	s.stopWorkers(ws, began.Add(rebalance/2), min(time.Second, rebalance/10))
+	cctx, cancel := context.WithTimeout(ctx, max(cfg.ConnectTimeout.Std(), rebalance/4))
+	defer cancel()
+	err := cl.CommitMarkedOffsets(cctx)
+	member, gen := cl.GroupMetadata()
+	if err != nil {
+		s.log.Warn("mq: commit on revoke failed; the next owner handles those records again",
+			zap.String("member_id", member), zap.Int32("generation", gen), zap.Any("partitions", revoked), zap.Error(err))
+		return
+	}
+	if len(ws) > 0 || len(revoked) > 0 {
+		s.log.Info("mq: partitions revoked", zap.String("member_id", member), zap.Int32("generation", gen),
+			zap.Any("partitions", revoked), zap.Duration("elapsed", time.Since(began)))
+	}
+}
+
+// onLost runs when the group dropped this member (session expired,
+// fenced): another member may already own the partitions, so nothing is
+// committed; handlers are cancelled at once and awaited, so that the
+// partition is never handled twice at the same time here.
+func (s *Consumer) onLost(_ context.Context, cl *kgo.Client, lost map[string][]int32) {
+	rebalance := s.client.built.Consumer.RebalanceTimeout.Std()
+	ws := s.detach(lost)
+	s.stopWorkers(ws, time.Now(), rebalance/2)
+	member, gen := cl.GroupMetadata()
+	s.log.Warn("mq: partitions lost; their handled but uncommitted records will be handled again",
+		zap.String("member_id", member), zap.Int32("generation", gen), zap.Any("partitions", lost))
+}
+
+// detach removes the workers of parts from the assignment.
+func (s *Consumer) detach(parts map[string][]int32) []*worker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ws []*worker
+	for topic, ps := range parts {
+		for _, p := range ps {
+			if w := s.workers[tp{topic, p}]; w != nil {
+				ws = append(ws, w)
+				delete(s.workers, tp{topic, p})
+			}
+		}
+	}
+	return ws
+}
+
+// detachAll removes every worker from the assignment.
+func (s *Consumer) detachAll() []*worker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ws := make([]*worker, 0, len(s.workers))
+	for k, w := range s.workers {
+		ws = append(ws, w)
+		delete(s.workers, k)
+	}
+	return ws
+}
+
+// stopWorkers asks ws to stop after the record in hand and waits until
+// soft; then it cancels their handlers' ctx and waits up to grace more.
+// Every worker is fenced afterwards: a handler that outlives this can no
+// longer mark its record for commit.
+func (s *Consumer) stopWorkers(ws []*worker, soft time.Time, grace time.Duration) {
+	if len(ws) == 0 {
+		return
+	}
+	for _, w := range ws {
+		w.requestStop()
+	}
+	if !waitAll(ws, time.Until(soft)) {
+		for _, w := range ws {
+			w.cancel()
+		}
+		if !waitAll(ws, grace) {
+			var stuck []string
+			for _, w := range ws {
+				select {
+				case <-w.done:
+				default:
+					stuck = append(stuck, w.key.topic+"/"+strconv.Itoa(int(w.key.partition)))
+				}
+			}
+			s.log.Warn("mq: handlers did not return after their ctx was cancelled; their results will not be committed",
+				zap.Strings("partitions", stuck))
+		}
+	}
+	for _, w := range ws {
+		w.fence()
+	}
+}
+
+// waitAll waits up to d for every worker to finish.
+func waitAll(ws []*worker, d time.Duration) bool {
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	for _, w := range ws {
+		select {
+		case <-w.done:
+		case <-t.C:
+			return false
+		}
+	}
+	return true
+}
+
+// Pause stops fetching topics (all subscribed topics when none are given)
+// until Resume. Records already fetched are still handled.
+func (s *Consumer) Pause(topics ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(topics) == 0 {
+		topics = s.topics
+	}
+	for _, t := range topics {
+		s.paused[t] = true
+	}
+	s.applyPausesLocked()
+	s.log.Info("mq: topics paused", zap.Strings("topics", topics))
+}
+
+// Resume undoes Pause. A topic listed in consumer.pausedTopics stays
+// paused until it is removed from the config.
+func (s *Consumer) Resume(topics ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(topics) == 0 {
+		topics = s.topics
+	}
+	for _, t := range topics {
+		delete(s.paused, t)
+	}
+	s.applyPausesLocked()
+	s.log.Info("mq: topics resumed", zap.Strings("topics", topics))
+}
+
+// Paused lists the subscribed topics that are not being fetched.
+func (s *Consumer) Paused() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pausedTopicsLocked()
+}
+
+func (s *Consumer) applyPauses() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.applyPausesLocked()
+}
+
+func (s *Consumer) pausedTopicsLocked() []string {
+	byConfig := s.client.cfg.Load().Consumer.PausedTopics
+	var out []string
+	for _, t := range s.topics {
+		if s.paused[t] || slices.Contains(byConfig, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// applyPausesLocked makes the client's paused topics what Pause and
+// consumer.pausedTopics ask for.
+func (s *Consumer) applyPausesLocked() {
+	if s.kcl == nil {
+		return
+	}
+	want := s.pausedTopicsLocked()
+	var resume []string
+	for _, t := range s.topics {
+		if !slices.Contains(want, t) {
+			resume = append(resume, t)
+		}
+	}
+	if len(want) > 0 {
+		s.kcl.PauseFetchTopics(want...)
+	}
+	if len(resume) > 0 {
+		s.kcl.ResumeFetchTopics(resume...)
+	}
+}
+
+// Stop leaves the group cleanly within ctx: it stops fetching, lets the
+// handlers in flight finish (their ctx is cancelled when ctx is about to
+// end), commits what was handled and leaves the group, so its partitions
+// move at once rather than after the session timeout. Records fetched but
+// not handled stay uncommitted for the next owner.
+func (s *Consumer) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopped = true
+	close(s.stop)
+	running, kcl := s.running, s.kcl
+	s.mu.Unlock()
+	defer s.client.removeConsumer(s)
+	if !running {
+		return nil
+	}
+	began := time.Now()
+	s.cancel()
+	select {
+	case <-s.polling:
+	case <-ctx.Done():
+	}
+	kcl.PauseFetchTopics(s.topics...)
+
+	soft, grace := stopBudget(ctx, s.client.built.Consumer.RebalanceTimeout.Std())
+	ws := s.detachAll()
+	s.stopWorkers(ws, soft, grace)
+	var errs []error
+	if err := kcl.CommitMarkedOffsets(ctx); err != nil {
+		errs = append(errs, lifecycle.WrapError(lifecycle.TypeConnection, ModuleName, "commit", err,
+			fmt.Sprintf("group %q: final commit failed; handled records will be handled again", s.group)))
+	}
+	committed := kcl.CommittedOffsets()
+	if err := kcl.LeaveGroupContext(ctx); err != nil {
+		errs = append(errs, lifecycle.WrapError(lifecycle.TypeTimeout, ModuleName, "leave group", err,
+			fmt.Sprintf("group %q: leave not confirmed; partitions move after the session timeout", s.group)))
+	}
+	kcl.Close()
+	s.bg.Wait()
+	err := errors.Join(errs...)
+	s.log.Info("mq: consumer stopped", zap.Strings("topics", s.topics), zap.Int("partitions", len(ws)),
+		zap.Int("committed_partitions", countPartitions(committed)), zap.Duration("elapsed", time.Since(began)), zap.Error(err))
+	return s.client.report(ctx, err)
+}
+
+func countPartitions[V any](m map[string]map[int32]V) int {
+	n := 0
+	for _, ps := range m {
+		n += len(ps)
+	}
+	return n
+}
+
+// stopBudget splits a stop ctx: handlers may run until soft; after their
+// ctx is cancelled they get grace; the rest is for commit and leave.
+func stopBudget(ctx context.Context, rebalance time.Duration) (soft time.Time, grace time.Duration) {
+	now := time.Now()
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return now.Add(rebalance / 2), time.Second
+	}
+	remaining := dl.Sub(now)
+	reserve := min(remaining/4, 2*time.Second)
+	return dl.Add(-reserve), reserve / 2
+}
+
+// lag sums, per topic, the records between the committed offset and the
+// high watermark of the partitions this member owns.
+func (s *Consumer) lag() map[string]int64 {
+	s.mu.Lock()
+	kcl := s.kcl
+	hw := make(map[tp]int64, len(s.workers))
+	for k, w := range s.workers {
+		if h := w.hw.Load(); h >= 0 {
+			hw[k] = h
+		}
+	}
+	s.mu.Unlock()
+	if kcl == nil || len(hw) == 0 {
+		return nil
+	}
+	committed := kcl.CommittedOffsets()
+	out := map[string]int64{}
+	for k, h := range hw {
+		if c, ok := committed[k.topic][k.partition]; ok && c.Offset >= 0 {
+			out[k.topic] += max(h-c.Offset, 0)
+		}
+	}
+	return out
+}
+
+// worker handles one assigned partition's records in order.
+type worker struct {
+	s     *Consumer
+	key   tp
+	attrs metric.MeasurementOption
+
+	mu       sync.Mutex
+	queue    []*kgo.Record
+	fetchOff bool // this partition's fetching is paused because queue is full
+	wake     chan struct{}
+	stopping chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+
+	ctx    context.Context // handlers' ctx
+	cancel context.CancelFunc
+
+	markMu sync.Mutex
+	fenced bool
+
+	hw atomic.Int64 // high watermark of the last fetch, -1 before one
+}
+
+func newWorker(s *Consumer, key tp) *worker {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &worker{
+		s: s, key: key, attrs: consumerAttrs(s.group, key.topic),
+		wake: make(chan struct{}, 1), stopping: make(chan struct{}), done: make(chan struct{}),
+		ctx: ctx, cancel: cancel,
+	}
+	w.hw.Store(-1)
+	return w
+}
+
+func (w *worker) highWatermark(hw int64) { w.hw.Store(hw) }
+
+// push queues records; called by the poll loop with s.mu held.
+func (w *worker) push(rs []*kgo.Record, limit int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.queue = append(w.queue, rs...)
+	if len(w.queue) >= limit && !w.fetchOff {
+		w.fetchOff = true
+		w.s.kcl.PauseFetchPartitions(map[string][]int32{w.key.topic: {w.key.partition}})
+	}
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// next takes every queued record, waiting for some; nil means stop.
+func (w *worker) next() []*kgo.Record {
+	for {
+		w.mu.Lock()
+		if len(w.queue) > 0 {
+			batch := w.queue
+			w.queue = nil
+			if w.fetchOff {
+				w.fetchOff = false
+				w.s.kcl.ResumeFetchPartitions(map[string][]int32{w.key.topic: {w.key.partition}})
+			}
+			w.mu.Unlock()
+			return batch
+		}
+		w.mu.Unlock()
+		select {
+		case <-w.wake:
+		case <-w.stopping:
+			return nil
+		}
+	}
+}
+
+func (w *worker) requestStop() { w.stopOnce.Do(func() { close(w.stopping) }) }
+
+func (w *worker) stopRequested() bool {
+	select {
+	case <-w.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// fence ends marking and the worker's fetch pause: the partition now
+// belongs to the next assignment.
+func (w *worker) fence() {
+	w.markMu.Lock()
+	w.fenced = true
+	w.markMu.Unlock()
+	w.cancel()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fetchOff {
+		w.fetchOff = false
+		w.s.kcl.ResumeFetchPartitions(map[string][]int32{w.key.topic: {w.key.partition}})
+	}
+}
+
+// mark makes r's offset committable, unless the partition was taken away.
+func (w *worker) mark(r *kgo.Record) {
+	w.markMu.Lock()
+	defer w.markMu.Unlock()
+	if !w.fenced {
+		w.s.kcl.MarkCommitRecords(r)
+	}
+}
+
+func (w *worker) run() {
+	defer close(w.done)
+	for {
+		batch := w.next()
+		if batch == nil {
+			return
+		}
+		for _, r := range batch {
+			if w.stopRequested() || !w.process(r) {
+				return
+			}
+		}
+	}
+}
+
+// process handles r until it succeeds or is dead-lettered (true), or
+// until the worker is told to stop (false: r stays uncommitted).
+func (w *worker) process(r *kgo.Record) bool {
+	m := &Message{
+		Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers,
+		Timestamp: r.Timestamp, Partition: r.Partition, Offset: r.Offset,
+	}
+	// The record's ctx carries the sender's trace (kotel extracts it on
+	// fetch); the handlers' ctx carries cancellation.
+	parent := trace.ContextWithSpan(w.ctx, trace.SpanFromContext(r.Context))
+	var (
+		err     error
+		attempt int
+		backoff time.Duration
+	)
+	for {
+		cfg := w.s.client.cfg.Load().Consumer
+		if attempt > cfg.MaxRetries && cfg.DeadLetter {
+			break
+		}
+		if !w.acquire() {
+			return false
+		}
+		attempt++
+		err = w.call(parent, r, m)
+		w.release()
+		if err == nil {
+			w.mark(r)
+			return true
+		}
+		// A failure while stopping may be the cancelled ctx: leave the
+		// record to the next owner rather than dead-letter it.
+		if w.stopRequested() {
+			return false
+		}
+		if attempt > cfg.MaxRetries && cfg.DeadLetter {
+			break
+		}
+		w.s.client.metrics.retried.Add(w.ctx, 1, w.attrs)
+		if attempt == cfg.MaxRetries+1 {
+			w.s.log.Warn("mq: handler keeps failing and dead-lettering is off; retrying until it succeeds",
+				zap.String("topic", r.Topic), zap.Int32("partition", r.Partition), zap.Int64("offset", r.Offset), zap.Error(err))
+		}
+		if !w.sleep(&backoff, cfg) {
+			return false
+		}
+	}
+	return w.deadLetter(r, err, attempt)
+}
+
+func (w *worker) acquire() bool {
+	select {
+	case w.s.sem <- struct{}{}:
+		return true
+	case <-w.stopping:
+		return false
+	}
+}
+
+func (w *worker) release() { <-w.s.sem }
+
+// call runs the handler once in a process span, turning a panic into an
+// error.
+func (w *worker) call(parent context.Context, r *kgo.Record, m *Message) (err error) {
+	r.Context = parent
+	ctx, span := w.s.tracer.WithProcessSpan(r)
+	began := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("mq: handler panicked: %v", p)
+			w.s.log.Error("mq: handler panicked", zap.String("topic", r.Topic), zap.Int32("partition", r.Partition),
+				zap.Int64("offset", r.Offset), zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
+		}
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "handler failed")
+		}
+		span.End()
+		w.s.client.metrics.handled(ctx, w.attrs, time.Since(began), err)
+	}()
+	return w.s.handler(ctx, m)
+}
+
+// sleep waits the next backoff: doubling from retryBackoff up to
+// retryBackoffMax, jittered by ±25%.
+func (w *worker) sleep(backoff *time.Duration, cfg ConsumerConfig) bool {
+	if *backoff == 0 {
+		*backoff = cfg.RetryBackoff.Std()
+	} else {
+		*backoff = min(*backoff*2, cfg.RetryBackoffMax.Std())
+	}
+	d := *backoff
+	d += time.Duration(rand.Int64N(int64(d)/2+1)) - d/4
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.stopping:
+		return false
+	}
+}
+
+// deadLetter sends r to its dead-letter topic with the failure in headers,
+// retrying the send until it works or the worker stops; then r counts as
+// handled and its offset is marked.
+func (w *worker) deadLetter(r *kgo.Record, cause error, attempts int) bool {
+	msg := cause.Error()
+	if len(msg) > maxDLQErrorLen {
+		msg = msg[:maxDLQErrorLen]
+	}
+	headers := append(slices.Clip(r.Headers),
+		Header{Key: HeaderDLQError, Value: []byte(msg)},
+		Header{Key: HeaderDLQAttempts, Value: strconv.AppendInt(nil, int64(attempts), 10)},
+		Header{Key: HeaderDLQTopic, Value: []byte(r.Topic)},
+		Header{Key: HeaderDLQPartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
+		Header{Key: HeaderDLQOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
+		Header{Key: HeaderDLQGroup, Value: []byte(w.s.group)},
+	)
+	var backoff time.Duration
+	for {
+		dlq := &Message{Topic: DeadLetterTopic(r.Topic), Key: r.Key, Value: r.Value, Headers: headers, Timestamp: r.Timestamp}
+		err := w.s.client.SendSync(w.ctx, dlq)
+		if err == nil {
+			w.s.client.metrics.deadLettered.Add(w.ctx, 1, w.attrs)
+			w.s.log.Warn("mq: record dead-lettered", zap.String("topic", r.Topic), zap.Int32("partition", r.Partition),
+				zap.Int64("offset", r.Offset), zap.Int("attempts", attempts), zap.String("dlq", dlq.Topic), zap.Error(cause))
+			w.mark(r)
+			return true
+		}
+		if errors.Is(err, ErrClosed) || w.stopRequested() {
+			return false
+		}
+		w.s.log.Warn("mq: dead-letter send failed; retrying", zap.String("dlq", dlq.Topic), zap.Error(err))
+		if !w.sleep(&backoff, w.s.client.cfg.Load().Consumer) {
+			return false
+		}
+	}
+}

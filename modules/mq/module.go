@@ -1,0 +1,4 @@
+package mq
+
+// ModuleName names the module in config keys, logs, health and errors.
+const ModuleName = "mq"

@@ -1,0 +1,185 @@
+package mq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/gochat/im-infra/lifecycle"
+)
+
+// Header is a record header (franz-go's type, so no copy is made).
+type Header = kgo.RecordHeader
+
+// Message is a record to send or a record received by a Handler.
+type Message struct {
+	// Topic is required when sending.
+	Topic string
+	// Key picks the partition (records with one key stay in order); nil
+	// spreads records over partitions.
+	Key   []byte
+	Value []byte
+	// Headers travel with the record. Sending adds a W3C "traceparent"
+	// header when ctx carries a span.
+	Headers []Header
+	// Timestamp defaults to the time of Send.
+	Timestamp time.Time
+
+	// Partition and Offset are set on received messages, and on sent
+	// messages once the broker has acknowledged them.
+	Partition int32
+	Offset    int64
+}
+
+// Header returns the value of the first header called key, and whether
+// there is one.
+func (m *Message) Header(key string) ([]byte, bool) {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return h.Value, true
+		}
+	}
+	return nil, false
+}
+
+// size is what counts against producer.maxRecordBytes.
+func (m *Message) size() int {
+	n := len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// Send queues m for sending and returns at once; done (which may be nil)
+// is called with m and nil once the brokers have it, or with the error
+// that made it fail. done is called from the producer's callback
+// goroutine, one call at a time: it must not block (to send from it,
+// start a goroutine).
+//
+// Send blocks only while producer.maxBufferedRecords records are waiting,
+// until there is room or ctx ends. A bad message (no topic, an illegal
+// topic name, too large) fails at once with a VALIDATION
+// *lifecycle.InfraError. Cancelling ctx fails m if it has not been sent
+// yet; once a request carrying it is in flight, an idempotent producer
+// waits for the answer instead, since failing it could reorder records.
+func (c *Client) Send(ctx context.Context, m *Message, done func(*Message, error)) {
+	if err := c.checkMessage(m); err != nil {
+		c.metrics.produceFailed(ctx, topicOf(m))
+		c.deliver(m, done, c.report(ctx, err))
+		return
+	}
+	kcl, err := c.producerClient()
+	if err != nil {
+		c.metrics.produceFailed(ctx, m.Topic)
+		c.deliver(m, done, c.report(ctx, lifecycle.WrapError(lifecycle.TypeInternal, ModuleName, "send", err, fmt.Sprintf("topic %q: record not sent", m.Topic))))
+		return
+	}
+	r := &kgo.Record{
+		Topic: m.Topic,
+		Key:   m.Key,
+		Value: m.Value,
+		// Capped so that the trace header is appended to a copy: callers
+		// often share one header slice between messages.
+		Headers:   m.Headers[:len(m.Headers):len(m.Headers)],
+		Timestamp: m.Timestamp,
+	}
+	kcl.Produce(ctx, r, func(r *kgo.Record, err error) {
+		if err != nil {
+			c.metrics.produceFailed(r.Context, r.Topic)
+			c.deliver(m, done, c.report(r.Context, sendError(r.Topic, err)))
+			return
+		}
+		c.metrics.produced(r.Context, r.Topic)
+		m.Partition, m.Offset, m.Timestamp = r.Partition, r.Offset, r.Timestamp
+		c.deliver(m, done, nil)
+	})
+}
+
+func (c *Client) deliver(m *Message, done func(*Message, error), err error) {
+	if done != nil {
+		done(m, err)
+	}
+}
+
+func topicOf(m *Message) string {
+	if m == nil {
+		return ""
+	}
+	return m.Topic
+}
+
+// SendSync sends m and waits until the brokers have it or it failed; see
+// Send for the errors.
+func (c *Client) SendSync(ctx context.Context, m *Message) error {
+	result := make(chan error, 1)
+	c.Send(ctx, m, func(_ *Message, err error) { result <- err })
+	return <-result
+}
+
+// Flush waits until every record sent so far has been delivered or has
+// failed, or until ctx ends.
+func (c *Client) Flush(ctx context.Context) error {
+	kcl, err := c.producerClient()
+	if err != nil {
+		return err
+	}
+	if err := kcl.Flush(ctx); err != nil {
+		return lifecycle.TimeoutError(ModuleName, "flush", err)
+	}
+	return nil
+}
+
+func (c *Client) checkMessage(m *Message) error {
+	if m == nil {
+		return lifecycle.ValidationError(ModuleName, "message", "nil message")
+	}
+	if err := CheckTopic(m.Topic); err != nil {
+		return lifecycle.ValidationError(ModuleName, "topic", err.Error())
+	}
+	if limit := c.cfg.Load().Producer.MaxRecordBytes; m.size() > limit {
+		return tooLarge(m.Topic, m.size(), limit)
+	}
+	return nil
+}
+
+func tooLarge(topic string, size, limit int) error {
+	return &lifecycle.InfraError{
+		Type: lifecycle.TypeValidation, Component: ModuleName, Op: "send", Field: "value",
+		Message: fmt.Sprintf("topic %q: record of %d bytes exceeds producer.maxRecordBytes (%d)", topic, size, limit),
+		Cause:   kerr.MessageTooLarge,
+	}
+}
+
+// sendError turns a franz-go delivery error into an InfraError whose type
+// says what to do: VALIDATION (fix the record), CONFIG (create the topic,
+// grant access), TIMEOUT or CONNECTION (the cluster). Context errors are
+// wrapped, not typed: the caller gave up, the cluster did not fail.
+func sendError(topic string, err error) error {
+	typ := lifecycle.TypeConnection
+	msg := fmt.Sprintf("topic %q: record not delivered", topic)
+	field := ""
+	switch {
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("mq: send to topic %q: %w", topic, err)
+	case errors.Is(err, kgo.ErrClientClosed):
+		typ, err = lifecycle.TypeInternal, fmt.Errorf("%w: %w", ErrClosed, err)
+	case errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge):
+		typ, field = lifecycle.TypeValidation, "value"
+		msg = fmt.Sprintf("topic %q: the broker refused the record as too large (its message.max.bytes is below the record; lower producer.maxRecordBytes or raise the topic's max.message.bytes)", topic)
+	case errors.Is(err, kerr.UnknownTopicOrPartition):
+		typ, field = lifecycle.TypeConfig, "topic"
+		msg = fmt.Sprintf("topic %q does not exist: define it under topics or create it", topic)
+	case errors.Is(err, kerr.TopicAuthorizationFailed) || errors.Is(err, kerr.ClusterAuthorizationFailed):
+		typ, field = lifecycle.TypeConfig, "topic"
+		msg = fmt.Sprintf("topic %q: not authorized to write", topic)
+	case errors.Is(err, kgo.ErrRecordTimeout) || errors.Is(err, kerr.RequestTimedOut):
+		typ = lifecycle.TypeTimeout
+		msg = fmt.Sprintf("topic %q: record not delivered within producer.deliveryTimeout", topic)
+	}
+	return &lifecycle.InfraError{Type: typ, Component: ModuleName, Op: "send", Field: field, Message: msg, Cause: err}
+}
