@@ -32,7 +32,7 @@ type commitCheck struct {
 	ledger *ledger
 
 	mu         sync.Mutex
-	topicIDs   map[[16]byte]string // newer OffsetCommit versions name topics by ID
+	topicIDs   map[[16]byte]string    // newer OffsetCommit versions name topics by ID
 	owned      map[string]map[tp]bool // member -> partitions it owns
 	revoked    map[string]map[tp]bool // member -> partitions revoked from it since
 	commits    int
