@@ -41,13 +41,15 @@ type GroupLag struct {
 	// State is the group's state: Stable, PreparingRebalance,
 	// CompletingRebalance, Empty or Dead.
 	State string
-	// Total sums the lag of every partition with a committed offset.
+	// Total sums the lag of every partition.
 	Total      int64
 	Partitions []PartitionLag
 }
 
 // PartitionLag is one partition of a group's lag. Committed is -1 when the
-// group has not committed an offset for it; Lag is then -1 as well.
+// group has not committed an offset for it; Lag then counts from the log
+// start (where a group starting at "earliest" begins). Lag is -1 when the
+// offsets could not be read.
 type PartitionLag struct {
 	Topic     string
 	Partition int32
@@ -186,8 +188,9 @@ func (a *Admin) Lag(ctx context.Context, group string) (GroupLag, error) {
 			p.Member = pl.Member.MemberID
 		}
 		if pl.Commit.At < 0 {
-			p.Committed, p.Lag = -1, -1
-		} else if p.Lag > 0 {
+			p.Committed = -1
+		}
+		if p.Lag > 0 {
 			out.Total += p.Lag
 		}
 		out.Partitions = append(out.Partitions, p)

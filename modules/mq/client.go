@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"slices"
@@ -281,11 +282,23 @@ func isAuthError(err error) bool {
 		errors.Is(err, kerr.UnsupportedSaslMechanism)
 }
 
+// closedDuringInit reports a broker that accepted the TCP connection and
+// then closed it before answering: with SASL configured, brokers that
+// reject the credentials without an error code do that.
+func closedDuringInit(err error) bool {
+	var first *kgo.ErrFirstReadEOF
+	return errors.As(err, &first) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
 // connectError explains a failed probe: the brokers tried and the dial
 // error behind a timeout, or the SASL user and mechanism that were
 // refused. Passwords never appear.
 func (c *Client) connectError(cfg Config, err error) error {
-	if isAuthError(err) {
+	dialErr := c.lastErr.get()
+	if isAuthError(err) || cfg.SASL.Mechanism != "" && dialErr != nil && closedDuringInit(dialErr) {
+		if !isAuthError(err) {
+			err = fmt.Errorf("%w (the brokers closed the connection during authentication: %w)", err, dialErr)
+		}
 		return &lifecycle.InfraError{
 			Type: lifecycle.TypeConnection, Component: ModuleName, Op: "connect", Field: "sasl",
 			Message: fmt.Sprintf("brokers %v refused SASL %s authentication of user %q: check sasl.username and sasl.password",
@@ -294,7 +307,7 @@ func (c *Client) connectError(cfg Config, err error) error {
 		}
 	}
 	cause := err
-	if dialErr := c.lastErr.get(); dialErr != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+	if dialErr != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
 		cause = fmt.Errorf("%w (last dial error: %w)", err, dialErr)
 	}
 	return &lifecycle.InfraError{
@@ -548,6 +561,7 @@ func (c *Client) commonOptions(cfg Config, tracer *kotel.Tracer) ([]kgo.Opt, err
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID),
 		kgo.DialTimeout(cfg.DialTimeout.Std()),
+		kgo.MetadataMinAge(cfg.MetadataMinAge.Std()),
 		kgo.WithLogger(c.kgoLogger()),
 		kgo.WithHooks(&c.lastErr),
 		kgo.WithHooks(kotel.NewKotel(kotel.WithTracer(tracer)).Hooks()...),

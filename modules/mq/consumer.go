@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kotel"
 	"go.opentelemetry.io/otel/codes"
@@ -191,16 +192,16 @@ func (s *Consumer) newGroupClient(cfg Config) (*kgo.Client, error) {
 	return kgo.NewClient(opts...)
 }
 
-// ensureDeadLetterTopics creates "<topic>.dlq" for each subscribed topic,
-// with the same partition count, when dead-lettering is on. Failure is
-// logged: dead-lettering then retries until the topic can be written.
+// ensureDeadLetterTopics creates "<topic>.dlq" for each subscribed topic
+// when dead-lettering is on, so that the first dead letter does not wait
+// for it. Failure is logged: dead-lettering creates the topic again when
+// a send finds it missing.
 func (s *Consumer) ensureDeadLetterTopics() {
 	defer s.bg.Done()
-	cfg := s.client.cfg.Load()
-	if !cfg.Consumer.DeadLetter {
+	if !s.client.cfg.Load().Consumer.DeadLetter {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout.Std())
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
 		select {
@@ -209,26 +210,33 @@ func (s *Consumer) ensureDeadLetterTopics() {
 		case <-ctx.Done():
 		}
 	}()
+	if err := s.createDeadLetterTopics(ctx, s.topics...); err != nil {
+		s.log.Warn("mq: dead-letter topics not created", zap.Strings("topics", s.topics), zap.Error(err))
+	}
+}
+
+// createDeadLetterTopics creates the dead-letter topics of topics, with
+// their partition counts, if missing.
+func (s *Consumer) createDeadLetterTopics(ctx context.Context, topics ...string) error {
 	adm := s.client.admin()
 	if adm == nil {
-		return
+		return ErrClosed
 	}
-	details, err := adm.ListTopics(fresh(ctx), s.topics...)
+	ctx, cancel := context.WithTimeout(ctx, s.client.cfg.Load().ConnectTimeout.Std())
+	defer cancel()
+	details, err := adm.ListTopics(fresh(ctx), topics...)
 	if err != nil {
-		s.log.Warn("mq: dead-letter topics not checked", zap.Error(err))
-		return
+		return err
 	}
-	var dlq []TopicConfig
-	for _, t := range s.topics {
+	dlq := make([]TopicConfig, 0, len(topics))
+	for _, t := range topics {
 		parts := 0
 		if d, ok := details[t]; ok && d.Err == nil {
 			parts = len(d.Partitions)
 		}
 		dlq = append(dlq, TopicConfig{Name: DeadLetterTopic(t), Partitions: parts})
 	}
-	if err := s.client.createTopics(ctx, adm, dlq); err != nil {
-		s.log.Warn("mq: dead-letter topics not created; dead-lettering retries until they exist", zap.Error(err))
-	}
+	return s.client.createTopics(ctx, adm, dlq)
 }
 
 // poll fetches and hands each partition's records to its worker. It only
@@ -559,25 +567,31 @@ func stopBudget(ctx context.Context, rebalance time.Duration) (soft time.Time, g
 }
 
 // lag sums, per topic, the records between the committed offset and the
-// high watermark of the partitions this member owns.
+// high watermark of the partitions this member owns. A partition with no
+// commit yet counts from the first offset fetched for it.
 func (s *Consumer) lag() map[string]int64 {
+	type pos struct{ hw, first int64 }
 	s.mu.Lock()
 	kcl := s.kcl
-	hw := make(map[tp]int64, len(s.workers))
+	owned := make(map[tp]pos, len(s.workers))
 	for k, w := range s.workers {
 		if h := w.hw.Load(); h >= 0 {
-			hw[k] = h
+			owned[k] = pos{h, w.first.Load()}
 		}
 	}
 	s.mu.Unlock()
-	if kcl == nil || len(hw) == 0 {
+	if kcl == nil || len(owned) == 0 {
 		return nil
 	}
 	committed := kcl.CommittedOffsets()
 	out := map[string]int64{}
-	for k, h := range hw {
+	for k, p := range owned {
+		base := p.first
 		if c, ok := committed[k.topic][k.partition]; ok && c.Offset >= 0 {
-			out[k.topic] += max(h-c.Offset, 0)
+			base = c.Offset
+		}
+		if base >= 0 {
+			out[k.topic] += max(p.hw-base, 0)
 		}
 	}
 	return out
@@ -603,7 +617,8 @@ type worker struct {
 	markMu sync.Mutex
 	fenced bool
 
-	hw atomic.Int64 // high watermark of the last fetch, -1 before one
+	hw    atomic.Int64 // high watermark of the last fetch, -1 before one
+	first atomic.Int64 // offset of the first record fetched, -1 before one
 }
 
 func newWorker(s *Consumer, key tp) *worker {
@@ -614,6 +629,7 @@ func newWorker(s *Consumer, key tp) *worker {
 		ctx: ctx, cancel: cancel,
 	}
 	w.hw.Store(-1)
+	w.first.Store(-1)
 	return w
 }
 
@@ -621,6 +637,7 @@ func (w *worker) highWatermark(hw int64) { w.hw.Store(hw) }
 
 // push queues records; called by the poll loop with s.mu held.
 func (w *worker) push(rs []*kgo.Record, limit int) {
+	w.first.CompareAndSwap(-1, rs[0].Offset)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.queue = append(w.queue, rs...)
@@ -841,6 +858,11 @@ func (w *worker) deadLetter(r *kgo.Record, cause error, attempts int) bool {
 			return false
 		}
 		w.s.log.Warn("mq: dead-letter send failed; retrying", zap.String("dlq", dlq.Topic), zap.Error(err))
+		if errors.Is(err, kerr.UnknownTopicOrPartition) {
+			if err := w.s.createDeadLetterTopics(w.ctx, r.Topic); err != nil {
+				w.s.log.Warn("mq: dead-letter topic not created", zap.String("dlq", dlq.Topic), zap.Error(err))
+			}
+		}
 		if !w.sleep(&backoff, w.s.client.cfg.Load().Consumer) {
 			return false
 		}
