@@ -23,9 +23,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kotel"
 	"github.com/twmb/franz-go/plugin/kzap"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -89,7 +87,8 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 }
 
 // WithTracerProvider makes publish, receive and process spans through tp.
-// W3C trace context travels in record headers with or without it.
+// W3C trace context travels in record headers with or without it; without
+// it no span is made.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(o *options) { o.tracer = tp }
 }
@@ -125,7 +124,8 @@ type Client struct {
 	kgoLvl  atomic.Int32
 	lastErr connectErrors
 
-	cfg atomic.Pointer[Config] // the live config; restart-only fields keep their start values in built
+	cfg  atomic.Pointer[Config]     // the live config; restart-only fields keep their start values in built
+	prod atomic.Pointer[kgo.Client] // the producer while started: Send reads it without a lock
 
 	mu        sync.Mutex
 	state     clientState
@@ -161,9 +161,6 @@ func newClient(cfg Config, opts ...Option) *Client {
 	if o.log == nil {
 		o.log = zap.NewNop()
 	}
-	if o.tracer == nil {
-		o.tracer = tracenoop.NewTracerProvider()
-	}
 	c := &Client{
 		log:    o.log,
 		opts:   o,
@@ -174,18 +171,6 @@ func newClient(cfg Config, opts ...Option) *Client {
 	c.cfg.Store(&cfg)
 	c.kgoLvl.Store(int32(kgoLogLevels[cfg.LogLevel]))
 	return c
-}
-
-func newTracer(tp trace.TracerProvider, group string) *kotel.Tracer {
-	opts := []kotel.TracerOpt{
-		kotel.TracerProvider(tp),
-		// Explicit: the global propagator is a no-op unless a program sets it.
-		kotel.TracerPropagator(propagation.TraceContext{}),
-	}
-	if group != "" {
-		opts = append(opts, kotel.ConsumerGroup(group))
-	}
-	return kotel.NewTracer(opts...)
 }
 
 // Start connects with the config the Client holds (see New). The fx module
@@ -217,6 +202,7 @@ func (c *Client) Start(ctx context.Context) error {
 		return c.report(ctx, err)
 	}
 	c.kcl, c.adm, c.state = kcl, kadm.NewClient(kcl), stateStarted
+	c.prod.Store(kcl)
 	if err := c.metrics.observe(); err != nil {
 		c.log.Warn("mq: lag gauge not registered", zap.Error(err))
 	}
@@ -411,7 +397,7 @@ func (c *Client) logChanges(old, next Config) {
 		{"consumer.deadLetter", o.DeadLetter != n.DeadLetter, n.DeadLetter},
 		{"consumer.pausedTopics", !slices.Equal(o.PausedTopics, n.PausedTopics), n.PausedTopics},
 		{"consumer.maxPollRecords", o.MaxPollRecords != n.MaxPollRecords, n.MaxPollRecords},
-		{"consumer.partitionBuffer", o.PartitionBuffer != n.PartitionBuffer, n.PartitionBuffer},
+		{"consumer.bufferedRecords", o.BufferedRecords != n.BufferedRecords, n.BufferedRecords},
 	}
 	for _, l := range live {
 		if l.differ {
@@ -480,6 +466,7 @@ func (c *Client) Close(ctx context.Context) error {
 	}
 	wasStarted := c.state == stateStarted
 	c.state = stateClosed
+	c.prod.Store(nil)
 	close(c.closed)
 	consumers := slices.Clone(c.consumers)
 	kcl := c.kcl
@@ -522,6 +509,9 @@ func (c *Client) Raw() *kgo.Client {
 // producerClient returns the started producer client or the error to
 // report.
 func (c *Client) producerClient() (*kgo.Client, error) {
+	if kcl := c.prod.Load(); kcl != nil {
+		return kcl, nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch c.state {
@@ -564,7 +554,7 @@ func (c *Client) commonOptions(cfg Config, tracer *kotel.Tracer) ([]kgo.Opt, err
 		kgo.MetadataMinAge(cfg.MetadataMinAge.Std()),
 		kgo.WithLogger(c.kgoLogger()),
 		kgo.WithHooks(&c.lastErr),
-		kgo.WithHooks(kotel.NewKotel(kotel.WithTracer(tracer)).Hooks()...),
+		kgo.WithHooks(traceHooks(tracer)...),
 	}
 	if m := saslMechanism(cfg.SASL); m != nil {
 		opts = append(opts, kgo.SASL(m))

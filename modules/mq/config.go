@@ -141,10 +141,12 @@ type ConsumerConfig struct {
 	// MaxPollRecords bounds the records taken from the client per poll.
 	// Default 500. Live.
 	MaxPollRecords int `json:"maxPollRecords"`
-	// PartitionBuffer is how many fetched records may wait for one
-	// partition's handler before that partition's fetching pauses.
-	// Default 1000. Live.
-	PartitionBuffer int `json:"partitionBuffer"`
+	// BufferedRecords bounds the records fetched but not yet handled by
+	// one subscription; polling waits while it is reached (franz-go then
+	// holds at most one more fetch per broker). A partition whose handler
+	// is retrying a failed record stops being fetched and does not count,
+	// so it cannot hold the others up. Default 1000. Live.
+	BufferedRecords int `json:"bufferedRecords"`
 	// CommitInterval is how often handled records are committed. Offsets
 	// are also committed when partitions are revoked and on stop; after a
 	// crash, records handled in the last interval are handled again.
@@ -202,7 +204,7 @@ const (
 	DefaultRetryBackoff           = 100 * time.Millisecond
 	DefaultRetryBackoffMax        = 5 * time.Second
 	DefaultMaxPollRecords         = 500
-	DefaultPartitionBuffer        = 1000
+	DefaultBufferedRecords        = 1000
 	DefaultCommitInterval         = time.Second
 	DefaultSessionTimeout         = 45 * time.Second
 	DefaultRebalanceTimeout       = 60 * time.Second
@@ -246,7 +248,7 @@ func (Config) Defaults() Config {
 			RetryBackoffMax:        config.Duration(DefaultRetryBackoffMax),
 			DeadLetter:             true,
 			MaxPollRecords:         DefaultMaxPollRecords,
-			PartitionBuffer:        DefaultPartitionBuffer,
+			BufferedRecords:        DefaultBufferedRecords,
 			CommitInterval:         config.Duration(DefaultCommitInterval),
 			SessionTimeout:         config.Duration(DefaultSessionTimeout),
 			RebalanceTimeout:       config.Duration(DefaultRebalanceTimeout),
@@ -385,7 +387,7 @@ func (c ConsumerConfig) validate() error {
 	}{
 		{"consumer.concurrency", c.Concurrency},
 		{"consumer.maxPollRecords", c.MaxPollRecords},
-		{"consumer.partitionBuffer", c.PartitionBuffer},
+		{"consumer.bufferedRecords", c.BufferedRecords},
 		{"consumer.fetchMaxBytes", c.FetchMaxBytes},
 		{"consumer.fetchMaxPartitionBytes", c.FetchMaxPartitionBytes},
 	}

@@ -15,9 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kotel"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/gochat/im-infra/lifecycle"
@@ -70,6 +68,7 @@ type Consumer struct {
 	stop    chan struct{} // closed by Stop: ends background work
 	cancel  context.CancelFunc
 	polling chan struct{} // closed when the poll loop returns
+	room    chan struct{} // signalled when the backlog shrinks
 	bg      sync.WaitGroup
 	lastErr time.Time // last fetch error logged
 }
@@ -109,6 +108,7 @@ func (c *Client) Subscribe(group string, topics []string, h Handler) (*Consumer,
 		paused:  map[string]bool{},
 		stop:    make(chan struct{}),
 		polling: make(chan struct{}),
+		room:    make(chan struct{}, 1),
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -239,20 +239,33 @@ func (s *Consumer) createDeadLetterTopics(ctx context.Context, topics ...string)
 	return s.client.createTopics(ctx, adm, dlq)
 }
 
-// poll fetches and hands each partition's records to its worker. It only
-// appends to queues, so AllowRebalance follows each poll at once; a
-// partition whose queue is full stops being fetched until it drains.
+// poll fetches and hands each partition's records to its worker. It
+// polls only while fewer than consumer.bufferedRecords records wait for
+// handlers, so franz-go keeps the rest in its fetch buffer instead of
+// fetching more; handing records over only appends to queues, so
+// AllowRebalance follows each poll at once.
 func (s *Consumer) poll(ctx context.Context) {
 	defer close(s.polling)
+	recheck := time.NewTicker(100 * time.Millisecond)
+	defer recheck.Stop()
 	for {
-		max := s.client.cfg.Load().Consumer.MaxPollRecords
-		fs := s.kcl.PollRecords(ctx, max)
+		cfg := &s.client.cfg.Load().Consumer
+		room := cfg.BufferedRecords - s.backlog()
+		if room <= 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.room:
+			case <-recheck.C: // the budget can change live
+			}
+			continue
+		}
+		fs := s.kcl.PollRecords(ctx, min(cfg.MaxPollRecords, room))
 		if fs.IsClientClosed() || ctx.Err() != nil {
 			s.kcl.AllowRebalance()
 			return
 		}
 		fs.EachError(s.fetchError)
-		limit := s.client.cfg.Load().Consumer.PartitionBuffer
 		s.mu.Lock()
 		fs.EachPartition(func(p kgo.FetchTopicPartition) {
 			w := s.workers[tp{p.Topic, p.Partition}]
@@ -261,11 +274,34 @@ func (s *Consumer) poll(ctx context.Context) {
 			}
 			w.highWatermark(p.HighWatermark)
 			if len(p.Records) > 0 {
-				w.push(p.Records, limit)
+				w.push(p.Records)
 			}
 		})
 		s.mu.Unlock()
 		s.kcl.AllowRebalance()
+	}
+}
+
+// backlog is the records waiting for (or in) handlers of partitions that
+// are being fetched. It also flushes the workers' marks.
+func (s *Consumer) backlog() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, w := range s.workers {
+		w.flushMarks()
+		if !w.retrying.Load() {
+			n += int(w.pending.Load())
+		}
+	}
+	return n
+}
+
+// wakePoll tells a waiting poll loop that the backlog shrank.
+func (s *Consumer) wakePoll() {
+	select {
+	case s.room <- struct{}{}:
+	default:
 	}
 }
 
@@ -404,6 +440,7 @@ func (s *Consumer) stopWorkers(ws []*worker, soft time.Time, grace time.Duration
 		}
 	}
 	for _, w := range ws {
+		w.flushMarks()
 		w.fence()
 	}
 }
@@ -605,7 +642,7 @@ type worker struct {
 
 	mu       sync.Mutex
 	queue    []*kgo.Record
-	fetchOff bool // this partition's fetching is paused because queue is full
+	fetchOff bool // this partition's fetching is paused while a record is retried
 	wake     chan struct{}
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -616,9 +653,12 @@ type worker struct {
 
 	markMu sync.Mutex
 	fenced bool
+	last   atomic.Pointer[kgo.Record] // handled, not yet marked
 
-	hw    atomic.Int64 // high watermark of the last fetch, -1 before one
-	first atomic.Int64 // offset of the first record fetched, -1 before one
+	hw       atomic.Int64 // high watermark of the last fetch, -1 before one
+	first    atomic.Int64 // offset of the first record fetched, -1 before one
+	pending  atomic.Int64 // records pushed and not yet finished
+	retrying atomic.Bool  // a failed record is being retried
 }
 
 func newWorker(s *Consumer, key tp) *worker {
@@ -636,15 +676,12 @@ func newWorker(s *Consumer, key tp) *worker {
 func (w *worker) highWatermark(hw int64) { w.hw.Store(hw) }
 
 // push queues records; called by the poll loop with s.mu held.
-func (w *worker) push(rs []*kgo.Record, limit int) {
+func (w *worker) push(rs []*kgo.Record) {
 	w.first.CompareAndSwap(-1, rs[0].Offset)
+	w.pending.Add(int64(len(rs)))
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	w.queue = append(w.queue, rs...)
-	if len(w.queue) >= limit && !w.fetchOff {
-		w.fetchOff = true
-		w.s.kcl.PauseFetchPartitions(map[string][]int32{w.key.topic: {w.key.partition}})
-	}
+	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
 	default:
@@ -658,10 +695,6 @@ func (w *worker) next() []*kgo.Record {
 		if len(w.queue) > 0 {
 			batch := w.queue
 			w.queue = nil
-			if w.fetchOff {
-				w.fetchOff = false
-				w.s.kcl.ResumeFetchPartitions(map[string][]int32{w.key.topic: {w.key.partition}})
-			}
 			w.mu.Unlock()
 			return batch
 		}
@@ -671,6 +704,39 @@ func (w *worker) next() []*kgo.Record {
 		case <-w.stopping:
 			return nil
 		}
+	}
+}
+
+// retryStarted stops fetching the partition while a failed record waits
+// for its retries: what is already queued stays, and the partition no
+// longer counts against the subscription's buffer.
+func (w *worker) retryStarted() {
+	if w.retrying.Swap(true) {
+		return
+	}
+	w.mu.Lock()
+	if !w.fetchOff {
+		w.fetchOff = true
+		w.s.kcl.PauseFetchPartitions(map[string][]int32{w.key.topic: {w.key.partition}})
+	}
+	w.mu.Unlock()
+	w.s.wakePoll()
+}
+
+// retryEnded fetches the partition again.
+func (w *worker) retryEnded() {
+	if !w.retrying.Swap(false) {
+		return
+	}
+	w.resumeFetch()
+}
+
+func (w *worker) resumeFetch() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fetchOff {
+		w.fetchOff = false
+		w.s.kcl.ResumeFetchPartitions(map[string][]int32{w.key.topic: {w.key.partition}})
 	}
 }
 
@@ -692,22 +758,36 @@ func (w *worker) fence() {
 	w.fenced = true
 	w.markMu.Unlock()
 	w.cancel()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.fetchOff {
-		w.fetchOff = false
-		w.s.kcl.ResumeFetchPartitions(map[string][]int32{w.key.topic: {w.key.partition}})
-	}
+	w.resumeFetch()
+	w.s.wakePoll()
 }
 
-// mark makes r's offset committable, unless the partition was taken away.
-func (w *worker) mark(r *kgo.Record) {
+// handled notes r as done; flushMarks makes it committable. Marking once
+// per slice of records rather than per record keeps the commit lock off
+// the hot path. The worker flushes before it waits, retries or stops, the
+// poll loop flushes every worker on each turn and stopWorkers before it
+// fences: a handler that hangs cannot hold back the marks of the records
+// handled before it.
+func (w *worker) handled(r *kgo.Record) { w.last.Store(r) }
+
+// flushMarks marks the last handled record for commit, unless the
+// partition was taken away. Any goroutine may call it; marks never move
+// back, so the order of concurrent flushes does not matter.
+func (w *worker) flushMarks() {
+	r := w.last.Swap(nil)
+	if r == nil {
+		return
+	}
 	w.markMu.Lock()
 	defer w.markMu.Unlock()
 	if !w.fenced {
 		w.s.kcl.MarkCommitRecords(r)
 	}
 }
+
+// markEvery bounds the records handled between marks (and between giving
+// the concurrency slot to another partition).
+const markEvery = 64
 
 func (w *worker) run() {
 	defer close(w.done)
@@ -716,64 +796,94 @@ func (w *worker) run() {
 		if batch == nil {
 			return
 		}
-		for _, r := range batch {
-			if w.stopRequested() || !w.process(r) {
+		if !w.acquire() {
+			return
+		}
+		for i, r := range batch {
+			if w.stopRequested() {
+				w.flushMarks()
+				w.release()
 				return
 			}
+			ok := w.process(r) // false: stopped, slot released
+			w.retryEnded()
+			w.pending.Add(-1)
+			if !ok {
+				w.flushMarks()
+				return
+			}
+			if (i+1)%markEvery == 0 {
+				w.flushMarks()
+				w.s.wakePoll()
+				w.release()
+				if !w.acquire() {
+					return
+				}
+			}
 		}
+		w.flushMarks()
+		w.release()
+		w.s.wakePoll()
 	}
 }
 
-// process handles r until it succeeds or is dead-lettered (true), or
-// until the worker is told to stop (false: r stays uncommitted).
+// process handles r, holding the worker's concurrency slot, until it
+// succeeds or is dead-lettered (true), or until the worker is told to stop
+// (false, with the slot released: r stays uncommitted). The slot is given
+// up while waiting between retries and while dead-lettering.
 func (w *worker) process(r *kgo.Record) bool {
 	m := &Message{
 		Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers,
 		Timestamp: r.Timestamp, Partition: r.Partition, Offset: r.Offset,
 	}
-	// The record's ctx carries the sender's trace (kotel extracts it on
-	// fetch); the handlers' ctx carries cancellation.
-	parent := trace.ContextWithSpan(w.ctx, trace.SpanFromContext(r.Context))
+	parent := handlerContext(w.ctx, w.s.tracer, r)
 	var (
 		err     error
 		attempt int
 		backoff time.Duration
 	)
 	for {
-		cfg := w.s.client.cfg.Load().Consumer
+		cfg := &w.s.client.cfg.Load().Consumer
 		if attempt > cfg.MaxRetries && cfg.DeadLetter {
-			break
-		}
-		if !w.acquire() {
-			return false
+			break // lowered live while this record waited
 		}
 		attempt++
 		err = w.call(parent, r, m)
-		w.release()
 		if err == nil {
-			w.mark(r)
+			w.handled(r)
 			return true
 		}
 		// A failure while stopping may be the cancelled ctx: leave the
 		// record to the next owner rather than dead-letter it.
 		if w.stopRequested() {
+			w.release()
 			return false
 		}
 		if attempt > cfg.MaxRetries && cfg.DeadLetter {
 			break
 		}
+		w.retryStarted()
 		w.s.client.metrics.retried.Add(w.ctx, 1, w.attrs)
 		if attempt == cfg.MaxRetries+1 {
 			w.s.log.Warn("mq: handler keeps failing and dead-lettering is off; retrying until it succeeds",
 				zap.String("topic", r.Topic), zap.Int32("partition", r.Partition), zap.Int64("offset", r.Offset), zap.Error(err))
 		}
-		if !w.sleep(&backoff, cfg) {
+		w.flushMarks()
+		w.release()
+		if !w.sleep(&backoff, cfg) || !w.acquire() {
 			return false
 		}
 	}
-	return w.deadLetter(r, err, attempt)
+	w.flushMarks()
+	w.release()
+	if !w.deadLetter(r, err, attempt) || !w.acquire() {
+		return false
+	}
+	w.handled(r)
+	return true
 }
 
+// acquire takes a concurrency slot, unless the worker is told to stop.
 func (w *worker) acquire() bool {
 	select {
 	case w.s.sem <- struct{}{}:
@@ -785,31 +895,32 @@ func (w *worker) acquire() bool {
 
 func (w *worker) release() { <-w.s.sem }
 
-// call runs the handler once in a process span, turning a panic into an
-// error.
+// call runs the handler once (in a process span when tracing), turning a
+// panic into an error.
 func (w *worker) call(parent context.Context, r *kgo.Record, m *Message) (err error) {
-	r.Context = parent
-	ctx, span := w.s.tracer.WithProcessSpan(r)
-	began := time.Now()
+	ctx, end := processSpan(w.s.tracer, parent, r)
+	metered := w.s.client.metrics.enabled
+	var began time.Time
+	if metered { // two clock reads per record are a visible cost
+		began = time.Now()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("mq: handler panicked: %v", p)
 			w.s.log.Error("mq: handler panicked", zap.String("topic", r.Topic), zap.Int32("partition", r.Partition),
 				zap.Int64("offset", r.Offset), zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
 		}
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, "handler failed")
+		end(err)
+		if metered {
+			w.s.client.metrics.handled(ctx, w.attrs, time.Since(began), err)
 		}
-		span.End()
-		w.s.client.metrics.handled(ctx, w.attrs, time.Since(began), err)
 	}()
 	return w.s.handler(ctx, m)
 }
 
 // sleep waits the next backoff: doubling from retryBackoff up to
 // retryBackoffMax, jittered by ±25%.
-func (w *worker) sleep(backoff *time.Duration, cfg ConsumerConfig) bool {
+func (w *worker) sleep(backoff *time.Duration, cfg *ConsumerConfig) bool {
 	if *backoff == 0 {
 		*backoff = cfg.RetryBackoff.Std()
 	} else {
@@ -851,19 +962,19 @@ func (w *worker) deadLetter(r *kgo.Record, cause error, attempts int) bool {
 			w.s.client.metrics.deadLettered.Add(w.ctx, 1, w.attrs)
 			w.s.log.Warn("mq: record dead-lettered", zap.String("topic", r.Topic), zap.Int32("partition", r.Partition),
 				zap.Int64("offset", r.Offset), zap.Int("attempts", attempts), zap.String("dlq", dlq.Topic), zap.Error(cause))
-			w.mark(r)
 			return true
 		}
 		if errors.Is(err, ErrClosed) || w.stopRequested() {
 			return false
 		}
+		w.retryStarted()
 		w.s.log.Warn("mq: dead-letter send failed; retrying", zap.String("dlq", dlq.Topic), zap.Error(err))
 		if errors.Is(err, kerr.UnknownTopicOrPartition) {
 			if err := w.s.createDeadLetterTopics(w.ctx, r.Topic); err != nil {
 				w.s.log.Warn("mq: dead-letter topic not created", zap.String("dlq", dlq.Topic), zap.Error(err))
 			}
 		}
-		if !w.sleep(&backoff, w.s.client.cfg.Load().Consumer) {
+		if !w.sleep(&backoff, &w.s.client.cfg.Load().Consumer) {
 			return false
 		}
 	}

@@ -3,7 +3,6 @@ package mq_test
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strconv"
 	"sync"
 	"testing"
@@ -249,15 +248,4 @@ func readAll(t testing.TB, brokers []string, topic string) []*kgo.Record {
 		out = append(out, fs.Records()...)
 	}
 	return out
-}
-
-func sortedKeys[V any](m map[tp]V) []tp {
-	ks := make([]tp, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Slice(ks, func(i, j int) bool {
-		return ks[i].topic < ks[j].topic || ks[i].topic == ks[j].topic && ks[i].partition < ks[j].partition
-	})
-	return ks
 }

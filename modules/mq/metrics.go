@@ -17,8 +17,9 @@ const meterName = "github.com/gochat/im-infra/modules/mq"
 // per topic (producer) or per group and topic (consumer), so recording
 // allocates nothing.
 type metrics struct {
-	client *Client
-	meter  metric.Meter
+	client  *Client
+	meter   metric.Meter
+	enabled bool // a MeterProvider was given
 
 	producedRecords metric.Int64Counter
 	produceFailures metric.Int64Counter
@@ -36,10 +37,11 @@ type metrics struct {
 }
 
 func newMetrics(mp metric.MeterProvider, c *Client) *metrics {
+	m := &metrics{client: c, enabled: mp != nil}
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
-	m := &metrics{client: c, meter: mp.Meter(meterName)}
+	m.meter = mp.Meter(meterName)
 	// Instrument errors only come from invalid names or units, which are
 	// constants here; the returned instrument is then a no-op one.
 	m.producedRecords, _ = m.meter.Int64Counter("mq.produced", metric.WithUnit("{record}"),
@@ -71,11 +73,15 @@ func (m *metrics) topic(topic string) metric.MeasurementOption {
 }
 
 func (m *metrics) produced(ctx context.Context, topic string) {
-	m.producedRecords.Add(ctx, 1, m.topic(topic))
+	if m.enabled {
+		m.producedRecords.Add(ctx, 1, m.topic(topic))
+	}
 }
 
 func (m *metrics) produceFailed(ctx context.Context, topic string) {
-	m.produceFailures.Add(ctx, 1, m.topic(topic))
+	if m.enabled {
+		m.produceFailures.Add(ctx, 1, m.topic(topic))
+	}
 }
 
 // consumerAttrs is the attribute set of one group and topic.
