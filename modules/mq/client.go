@@ -229,6 +229,9 @@ type probeResult struct {
 // do not wait for it.
 func (c *Client) connect(ctx context.Context) (*kgo.Client, probeResult, error) {
 	cfg := *c.cfg.Load()
+	if err := cfg.Validate(); err != nil {
+		return nil, probeResult{}, err
+	}
 	began := time.Now()
 	opts, err := c.producerOptions(cfg)
 	if err != nil {

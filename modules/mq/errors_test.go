@@ -82,9 +82,7 @@ func TestConfigDocuments(t *testing.T) {
 	}{
 		{"unknown field", `{"brokers":["h:1"],"producer":{"lingerMs":5}}`, lifecycle.TypeConfig, "producer.lingerMs"},
 		{"wrong type", `{"brokers":"h:1"}`, lifecycle.TypeConfig, "brokers"},
-		// config.Parse does not name the field for a type's own decode
-		// error (config.Duration); the message says what is wrong.
-		{"number as duration", `{"brokers":["h:1"],"dialTimeout":5}`, lifecycle.TypeConfig, ""},
+		{"number as duration", `{"brokers":["h:1"],"dialTimeout":5}`, lifecycle.TypeConfig, "dialTimeout"},
 		{"invalid value", `{"brokers":["h:1"],"consumer":{"maxRetries":-3}}`, lifecycle.TypeValidation, "consumer.maxRetries"},
 	}
 	for _, tt := range tests {
