@@ -79,7 +79,11 @@ func (c *Client) Send(ctx context.Context, m *Message, done func(*Message, error
 		c.deliver(m, done, c.report(ctx, lifecycle.WrapError(lifecycle.TypeInternal, ModuleName, "send", err, fmt.Sprintf("topic %q: record not sent", m.Topic))))
 		return
 	}
-	r := &kgo.Record{
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	st := &sending{Context: ctx, c: c, m: m, done: done}
+	st.rec = kgo.Record{
 		Topic: m.Topic,
 		Key:   m.Key,
 		Value: m.Value,
@@ -87,17 +91,44 @@ func (c *Client) Send(ctx context.Context, m *Message, done func(*Message, error
 		// often share one header slice between messages.
 		Headers:   m.Headers[:len(m.Headers):len(m.Headers)],
 		Timestamp: m.Timestamp,
+		Context:   st,
 	}
-	kcl.Produce(ctx, r, func(r *kgo.Record, err error) {
-		if err != nil {
-			c.metrics.produceFailed(r.Context, r.Topic)
-			c.deliver(m, done, c.report(r.Context, sendError(r.Topic, err)))
-			return
-		}
-		c.metrics.produced(r.Context, r.Topic)
-		m.Partition, m.Offset, m.Timestamp = r.Partition, r.Offset, r.Timestamp
-		c.deliver(m, done, nil)
-	})
+	kcl.Produce(ctx, &st.rec, delivered)
+}
+
+// sending is one Send in flight: the record and what to call back, in one
+// allocation. It is the record's Context (wrapping the caller's ctx), so
+// the single promise function finds it without a closure per record;
+// kotel may wrap it further, so it is looked up as a value.
+type sending struct {
+	context.Context
+	rec  kgo.Record
+	c    *Client
+	m    *Message
+	done func(*Message, error)
+}
+
+type sendingKey struct{}
+
+func (s *sending) Value(key any) any {
+	if key == (sendingKey{}) {
+		return s
+	}
+	return s.Context.Value(key)
+}
+
+// delivered is the promise of every record Send produces.
+func delivered(r *kgo.Record, err error) {
+	st := r.Context.Value(sendingKey{}).(*sending)
+	c, m := st.c, st.m
+	if err != nil {
+		c.metrics.produceFailed(r.Context, r.Topic)
+		c.deliver(m, st.done, c.report(r.Context, sendError(r.Topic, err)))
+		return
+	}
+	c.metrics.produced(r.Context, r.Topic)
+	m.Partition, m.Offset, m.Timestamp = r.Partition, r.Offset, r.Timestamp
+	c.deliver(m, st.done, nil)
 }
 
 func (c *Client) deliver(m *Message, done func(*Message, error), err error) {
