@@ -126,6 +126,9 @@ type Client struct {
 
 	cfg  atomic.Pointer[Config]     // the live config; restart-only fields keep their start values in built
 	prod atomic.Pointer[kgo.Client] // the producer while started: Send reads it without a lock
+	// maxRecord is producer.maxRecordBytes as the producer was built with
+	// it (the batch limit follows it), for Send's check.
+	maxRecord atomic.Int64
 
 	mu        sync.Mutex
 	state     clientState
@@ -253,6 +256,7 @@ func (c *Client) connect(ctx context.Context) (*kgo.Client, probeResult, error) 
 	}
 	c.mu.Lock()
 	c.built = cfg
+	c.maxRecord.Store(int64(cfg.Producer.MaxRecordBytes))
 	c.mu.Unlock()
 	return kcl, probeResult{meta, time.Since(began)}, nil
 }

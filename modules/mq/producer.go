@@ -172,7 +172,7 @@ func (c *Client) checkMessage(m *Message) error {
 	if err := CheckTopic(m.Topic); err != nil {
 		return lifecycle.ValidationError(ModuleName, "topic", err.Error())
 	}
-	if limit := c.cfg.Load().Producer.MaxRecordBytes; m.size() > limit {
+	if limit := int(c.maxRecord.Load()); limit > 0 && m.size() > limit {
 		return tooLarge(m.Topic, m.size(), limit)
 	}
 	return nil
