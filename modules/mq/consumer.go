@@ -317,7 +317,11 @@ func (s *Consumer) fetchError(topic string, partition int32, err error) {
 		s.lastErr = time.Now()
 	}
 	s.mu.Unlock()
-	if due {
+	switch {
+	case !due:
+	case topic == "": // franz-go reports group errors as fetch errors without a partition
+		s.log.Warn("mq: group error; rejoining", zap.Error(err))
+	default:
 		s.log.Warn("mq: fetch failed", zap.String("topic", topic), zap.Int32("partition", partition), zap.Error(err))
 	}
 }
@@ -354,7 +358,7 @@ func (s *Consumer) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[st
 	rebalance := s.client.built.Consumer.RebalanceTimeout.Std()
 	ws := s.detach(revoked)
 	began := time.Now()
-	s.stopWorkers(ws, began.Add(rebalance/2), min(time.Second, rebalance/10))
+	s.stopWorkers(ws, began.Add(rebalance/2), min(time.Second, rebalance/10), false)
 	cctx, cancel := context.WithTimeout(ctx, max(cfg.ConnectTimeout.Std(), rebalance/4))
 	defer cancel()
 	err := cl.CommitMarkedOffsets(cctx)
@@ -377,7 +381,10 @@ func (s *Consumer) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[st
 func (s *Consumer) onLost(_ context.Context, cl *kgo.Client, lost map[string][]int32) {
 	rebalance := s.client.built.Consumer.RebalanceTimeout.Std()
 	ws := s.detach(lost)
-	s.stopWorkers(ws, time.Now(), rebalance/2)
+	for _, w := range ws {
+		w.fence() // before they stop: nothing of a lost partition is marked
+	}
+	s.stopWorkers(ws, time.Now(), rebalance/2, true)
 	member, gen := cl.GroupMetadata()
 	s.log.Warn("mq: partitions lost; their handled but uncommitted records will be handled again",
 		zap.String("member_id", member), zap.Int32("generation", gen), zap.Any("partitions", lost))
@@ -413,9 +420,10 @@ func (s *Consumer) detachAll() []*worker {
 
 // stopWorkers asks ws to stop after the record in hand and waits until
 // soft; then it cancels their handlers' ctx and waits up to grace more.
-// Every worker is fenced afterwards: a handler that outlives this can no
-// longer mark its record for commit.
-func (s *Consumer) stopWorkers(ws []*worker, soft time.Time, grace time.Duration) {
+// What they handled is marked (unless the partitions are lost), then every
+// worker is fenced: a handler that outlives this can no longer mark its
+// record for commit.
+func (s *Consumer) stopWorkers(ws []*worker, soft time.Time, grace time.Duration, lost bool) {
 	if len(ws) == 0 {
 		return
 	}
@@ -440,7 +448,9 @@ func (s *Consumer) stopWorkers(ws []*worker, soft time.Time, grace time.Duration
 		}
 	}
 	for _, w := range ws {
-		w.flushMarks()
+		if !lost {
+			w.flushMarks()
+		}
 		w.fence()
 	}
 }
@@ -563,7 +573,7 @@ func (s *Consumer) Stop(ctx context.Context) error {
 
 	soft, grace := stopBudget(ctx, s.client.built.Consumer.RebalanceTimeout.Std())
 	ws := s.detachAll()
-	s.stopWorkers(ws, soft, grace)
+	s.stopWorkers(ws, soft, grace, false)
 	var errs []error
 	if err := kcl.CommitMarkedOffsets(ctx); err != nil {
 		errs = append(errs, lifecycle.WrapError(lifecycle.TypeConnection, ModuleName, "commit", err,

@@ -8,6 +8,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gochat/im-infra/devstack"
 	"github.com/gochat/im-infra/modules/mq"
@@ -69,4 +72,39 @@ func TestRebalanceJoinAndLeaveDuring10k(t *testing.T) {
 	assert.EqualValues(t, n, sum, "everything committed at the end")
 	t.Logf("10k records: %d handled by the joining member, %d handler calls in all, %d duplicates, %d commits checked",
 		byB.Load(), l.total, l.duplicates(), commits)
+}
+
+// TestLostPartitions: the coordinator forgets the member (a heartbeat
+// answered UNKNOWN_MEMBER_ID, as after a session expiry), so its
+// partitions are lost: nothing of them is committed by the old member,
+// it rejoins, and every record is still handled.
+func TestLostPartitions(t *testing.T) {
+	k := startKafka(t, devstack.KafkaOptions{})
+	const topic, group, n = "lost", "g-lost", 2000
+	l := newLedger()
+	check := newCommitCheck(group, l)
+	check.watch(k.Cluster())
+	log := loggerWith(testLogger(t), check.core())
+	c := newTestClient(t, testConfig(k.Addrs(), mq.TopicConfig{Name: topic, Partitions: 4}), mq.WithLogger(log))
+	check.knowTopics(t, c, topic)
+	produce(t, c, topic, 0, n, 100)
+
+	s, err := c.Subscribe(group, []string{topic}, func(ctx context.Context, m *mq.Message) error {
+		time.Sleep(500 * time.Microsecond)
+		return l.handler(ctx, m)
+	})
+	require.NoError(t, err)
+	l.waitFor(t, 300, 20*time.Second)
+	fault := k.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Heartbeat}, Group: group, Err: kerr.UnknownMemberID, TopLevel: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, fault.Wait(ctx, 1))
+	l.waitFor(t, n, 30*time.Second)
+	require.NoError(t, s.Stop(ctx))
+
+	assert.Empty(t, l.missing(n))
+	commits, violations := check.result()
+	assert.Empty(t, violations)
+	assert.Positive(t, commits)
+	t.Logf("%d handler calls for %d records after losing the partitions", l.total, n)
 }
