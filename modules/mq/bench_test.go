@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +33,16 @@ var benchValue = func() []byte {
 	}
 	return v
 }()
+
+// cpuTime is the CPU time this process has used (user + system). On a
+// shared machine wall-clock throughput swings with other load; CPU time
+// per record is the steadier comparison, since client and kfake run in
+// this one process.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 func benchKey(i int) []byte { return fmt.Appendf(nil, "conversation-%03d", i%1000) }
 
@@ -85,7 +96,7 @@ func BenchmarkProduce(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
-			began := time.Now()
+			began, cpu := time.Now(), cpuTime()
 			for i := range b.N {
 				wg.Add(1)
 				if raw != nil {
@@ -106,6 +117,7 @@ func BenchmarkProduce(b *testing.B) {
 			}
 			wg.Wait()
 			b.StopTimer()
+			b.ReportMetric(float64((cpuTime()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/msg")
 			require.Zero(b, failed.Load())
 			b.ReportMetric(float64(b.N)/time.Since(began).Seconds(), "msg/s")
 		})
@@ -147,13 +159,14 @@ func BenchmarkConsume(b *testing.B) {
 			var (
 				handled atomic.Int64
 				began   time.Time
+				cpu     time.Duration
 			)
 			first := make(chan struct{})
 			done := make(chan struct{})
 			count := func() {
 				n := handled.Add(1)
 				if n == 1 {
-					began = time.Now()
+					began, cpu = time.Now(), cpuTime()
 					close(first)
 				}
 				if n == int64(b.N) {
@@ -197,8 +210,9 @@ func BenchmarkConsume(b *testing.B) {
 			b.ResetTimer()
 			<-done
 			b.StopTimer()
-			took := time.Since(began)
+			took, used := time.Since(began), cpuTime()-cpu
 			stop()
+			b.ReportMetric(float64(used.Nanoseconds())/float64(b.N), "cpu-ns/msg")
 			b.ReportMetric(float64(b.N)/took.Seconds(), "msg/s")
 		})
 	}

@@ -809,13 +809,16 @@ func (w *worker) run() {
 		if !w.acquire() {
 			return
 		}
+		// One allocation for the batch's messages: a handler may keep its
+		// *Message, which then keeps the batch's array alive, nothing more.
+		msgs := make([]Message, len(batch))
 		for i, r := range batch {
 			if w.stopRequested() {
 				w.flushMarks()
 				w.release()
 				return
 			}
-			ok := w.process(r) // false: stopped, slot released
+			ok := w.process(r, &msgs[i]) // false: stopped, slot released
 			w.retryEnded()
 			w.pending.Add(-1)
 			if !ok {
@@ -841,8 +844,8 @@ func (w *worker) run() {
 // succeeds or is dead-lettered (true), or until the worker is told to stop
 // (false, with the slot released: r stays uncommitted). The slot is given
 // up while waiting between retries and while dead-lettering.
-func (w *worker) process(r *kgo.Record) bool {
-	m := &Message{
+func (w *worker) process(r *kgo.Record, m *Message) bool {
+	*m = Message{
 		Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers,
 		Timestamp: r.Timestamp, Partition: r.Partition, Offset: r.Offset,
 	}
