@@ -809,16 +809,13 @@ func (w *worker) run() {
 		if !w.acquire() {
 			return
 		}
-		// One allocation for the batch's messages: a handler may keep its
-		// *Message, which then keeps the batch's array alive, nothing more.
-		msgs := make([]Message, len(batch))
 		for i, r := range batch {
 			if w.stopRequested() {
 				w.flushMarks()
 				w.release()
 				return
 			}
-			ok := w.process(r, &msgs[i]) // false: stopped, slot released
+			ok := w.process(r) // false: stopped, slot released
 			w.retryEnded()
 			w.pending.Add(-1)
 			if !ok {
@@ -844,11 +841,7 @@ func (w *worker) run() {
 // succeeds or is dead-lettered (true), or until the worker is told to stop
 // (false, with the slot released: r stays uncommitted). The slot is given
 // up while waiting between retries and while dead-lettering.
-func (w *worker) process(r *kgo.Record, m *Message) bool {
-	*m = Message{
-		Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers,
-		Timestamp: r.Timestamp, Partition: r.Partition, Offset: r.Offset,
-	}
+func (w *worker) process(r *kgo.Record) bool {
 	parent := handlerContext(w.ctx, w.s.tracer, r)
 	var (
 		err     error
@@ -861,7 +854,7 @@ func (w *worker) process(r *kgo.Record, m *Message) bool {
 			break // lowered live while this record waited
 		}
 		attempt++
-		err = w.call(parent, r, m)
+		err = w.call(parent, r)
 		if err == nil {
 			w.handled(r)
 			return true
@@ -910,7 +903,7 @@ func (w *worker) release() { <-w.s.sem }
 
 // call runs the handler once (in a process span when tracing), turning a
 // panic into an error.
-func (w *worker) call(parent context.Context, r *kgo.Record, m *Message) (err error) {
+func (w *worker) call(parent context.Context, r *kgo.Record) (err error) {
 	ctx, end := processSpan(w.s.tracer, parent, r)
 	metered := w.s.client.metrics.enabled
 	var began time.Time
@@ -928,7 +921,7 @@ func (w *worker) call(parent context.Context, r *kgo.Record, m *Message) (err er
 			w.s.client.metrics.handled(ctx, w.attrs, time.Since(began), err)
 		}
 	}()
-	return w.s.handler(ctx, m)
+	return w.s.handler(ctx, r)
 }
 
 // sleep waits the next backoff: doubling from retryBackoff up to

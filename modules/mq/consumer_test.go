@@ -72,8 +72,10 @@ func TestPoisonRecordGoesToDeadLetterTopicAndPartitionMovesOn(t *testing.T) {
 	assert.Equal(t, "4", string(d.Value))
 	assert.Equal(t, "k0", string(d.Key))
 	h := map[string]string{}
-	for _, x := range d.Headers {
-		h[x.Key] = string(x.Value)
+	for _, k := range []string{mq.HeaderDLQError, mq.HeaderDLQAttempts, mq.HeaderDLQTopic, mq.HeaderDLQPartition, mq.HeaderDLQOffset, mq.HeaderDLQGroup} {
+		v, ok := mq.HeaderValue(d, k)
+		require.True(t, ok, k)
+		h[k] = string(v)
 	}
 	assert.Equal(t, "cannot parse record 4", h[mq.HeaderDLQError])
 	assert.Equal(t, "3", h[mq.HeaderDLQAttempts])

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -15,29 +14,19 @@ import (
 // Header is a record header (franz-go's type, so no copy is made).
 type Header = kgo.RecordHeader
 
-// Message is a record to send or a record received by a Handler.
-type Message struct {
-	// Topic is required when sending.
-	Topic string
-	// Key picks the partition (records with one key stay in order); nil
-	// spreads records over partitions.
-	Key   []byte
-	Value []byte
-	// Headers travel with the record. Sending adds a W3C "traceparent"
-	// header when ctx carries a span.
-	Headers []Header
-	// Timestamp defaults to the time of Send.
-	Timestamp time.Time
+// Message is a record to send or a record received by a Handler. It is
+// franz-go's kgo.Record, so nothing is copied on the way in or out: the
+// fields that matter are Topic (required to send), Key (picks the
+// partition: one key stays in order), Value, Headers and Timestamp
+// (defaults to the time of Send); Partition and Offset are set on
+// received records and on sent ones once acknowledged. While a Send is in
+// flight the record belongs to the producer: do not change or resend it
+// before its callback ran.
+type Message = kgo.Record
 
-	// Partition and Offset are set on received messages, and on sent
-	// messages once the broker has acknowledged them.
-	Partition int32
-	Offset    int64
-}
-
-// Header returns the value of the first header called key, and whether
-// there is one.
-func (m *Message) Header(key string) ([]byte, bool) {
+// HeaderValue returns the value of m's first header called key, and
+// whether there is one.
+func HeaderValue(m *Message, key string) ([]byte, bool) {
 	for _, h := range m.Headers {
 		if h.Key == key {
 			return h.Value, true
@@ -46,8 +35,8 @@ func (m *Message) Header(key string) ([]byte, bool) {
 	return nil, false
 }
 
-// size is what counts against producer.maxRecordBytes.
-func (m *Message) size() int {
+// recordSize is what counts against producer.maxRecordBytes.
+func recordSize(m *Message) int {
 	n := len(m.Key) + len(m.Value)
 	for _, h := range m.Headers {
 		n += len(h.Key) + len(h.Value)
@@ -82,29 +71,24 @@ func (c *Client) Send(ctx context.Context, m *Message, done func(*Message, error
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	st := &sending{Context: ctx, c: c, m: m, done: done}
-	st.rec = kgo.Record{
-		Topic: m.Topic,
-		Key:   m.Key,
-		Value: m.Value,
-		// Capped so that the trace header is appended to a copy: callers
-		// often share one header slice between messages.
-		Headers:   m.Headers[:len(m.Headers):len(m.Headers)],
-		Timestamp: m.Timestamp,
-		Context:   st,
+	parent := m.Context
+	if parent == nil {
+		parent = ctx
 	}
-	kcl.Produce(ctx, &st.rec, delivered)
+	// Capped so that a trace header is appended to a copy: callers often
+	// share one header slice between messages.
+	m.Headers = m.Headers[:len(m.Headers):len(m.Headers)]
+	m.Context = &sending{Context: parent, c: c, done: done}
+	kcl.Produce(ctx, m, delivered)
 }
 
-// sending is one Send in flight: the record and what to call back, in one
-// allocation. It is the record's Context (wrapping the caller's ctx), so
-// the single promise function finds it without a closure per record;
-// kotel may wrap it further, so it is looked up as a value.
+// sending is one Send in flight: what to call back, carried as the
+// record's Context (wrapping the caller's), so that one promise function
+// serves every record and Send makes one small allocation. kotel may wrap
+// it further, so it is looked up as a value.
 type sending struct {
 	context.Context
-	rec  kgo.Record
 	c    *Client
-	m    *Message
 	done func(*Message, error)
 }
 
@@ -120,15 +104,15 @@ func (s *sending) Value(key any) any {
 // delivered is the promise of every record Send produces.
 func delivered(r *kgo.Record, err error) {
 	st := r.Context.Value(sendingKey{}).(*sending)
-	c, m := st.c, st.m
+	ctx, c := r.Context, st.c
+	r.Context = st.Context // the caller's again
 	if err != nil {
-		c.metrics.produceFailed(r.Context, r.Topic)
-		c.deliver(m, st.done, c.report(r.Context, sendError(r.Topic, err)))
+		c.metrics.produceFailed(ctx, r.Topic)
+		c.deliver(r, st.done, c.report(ctx, sendError(r.Topic, err)))
 		return
 	}
-	c.metrics.produced(r.Context, r.Topic)
-	m.Partition, m.Offset, m.Timestamp = r.Partition, r.Offset, r.Timestamp
-	c.deliver(m, st.done, nil)
+	c.metrics.produced(ctx, r.Topic)
+	c.deliver(r, st.done, nil)
 }
 
 func (c *Client) deliver(m *Message, done func(*Message, error), err error) {
@@ -172,8 +156,8 @@ func (c *Client) checkMessage(m *Message) error {
 	if err := CheckTopic(m.Topic); err != nil {
 		return lifecycle.ValidationError(ModuleName, "topic", err.Error())
 	}
-	if limit := int(c.maxRecord.Load()); limit > 0 && m.size() > limit {
-		return tooLarge(m.Topic, m.size(), limit)
+	if limit := int(c.maxRecord.Load()); limit > 0 && recordSize(m) > limit {
+		return tooLarge(m.Topic, recordSize(m), limit)
 	}
 	return nil
 }
