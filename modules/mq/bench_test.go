@@ -124,6 +124,63 @@ func BenchmarkProduce(b *testing.B) {
 	}
 }
 
+// BenchmarkProduceInterleaved measures the same thing as BenchmarkProduce
+// in alternating blocks of 100,000 records (raw, module, raw, module, ...),
+// so that load from other processes hits both alike; it reports each
+// side's CPU time and wall time per record and module/raw throughput.
+// b.N is the number of block pairs.
+func BenchmarkProduceInterleaved(b *testing.B) {
+	_, cfg := benchCluster(b)
+	c := newTestClient(b, cfg, mq.WithLogger(testLogger(b)))
+	raw := rawProducer(b, cfg)
+	defer raw.Close()
+	topic := "bench-interleaved-" + fmt.Sprint(b.N)
+	createTopic(b, c, topic, 12)
+	const block = 100_000
+	var rawCPU, modCPU, rawWall, modWall time.Duration
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		for _, module := range []bool{false, true} {
+			var wg sync.WaitGroup
+			wg.Add(block)
+			began, cpu := time.Now(), cpuTime()
+			for i := range block {
+				if module {
+					c.Send(ctx, &mq.Message{Topic: topic, Key: benchKey(i), Value: benchValue}, func(_ *mq.Message, err error) {
+						if err != nil {
+							b.Error(err)
+						}
+						wg.Done()
+					})
+					continue
+				}
+				raw.Produce(ctx, &kgo.Record{Topic: topic, Key: benchKey(i), Value: benchValue}, func(_ *kgo.Record, err error) {
+					if err != nil {
+						b.Error(err)
+					}
+					wg.Done()
+				})
+			}
+			wg.Wait()
+			wall, used := time.Since(began), cpuTime()-cpu
+			if module {
+				modCPU, modWall = modCPU+used, modWall+wall
+			} else {
+				rawCPU, rawWall = rawCPU+used, rawWall+wall
+			}
+		}
+	}
+	b.StopTimer()
+	n := float64(b.N * block)
+	b.ReportMetric(float64(rawCPU.Nanoseconds())/n, "raw-cpu-ns/msg")
+	b.ReportMetric(float64(modCPU.Nanoseconds())/n, "module-cpu-ns/msg")
+	b.ReportMetric(n/rawWall.Seconds(), "raw-msg/s")
+	b.ReportMetric(n/modWall.Seconds(), "module-msg/s")
+	b.ReportMetric(100*rawWall.Seconds()/modWall.Seconds(), "module/raw-%")
+}
+
 // fill writes n records to a new topic with a raw producer.
 func fill(b *testing.B, cfg mq.Config, c *mq.Client, topic string, n int) {
 	b.Helper()

@@ -129,6 +129,7 @@ type Client struct {
 	// maxRecord is producer.maxRecordBytes as the producer was built with
 	// it (the batch limit follows it), for Send's check.
 	maxRecord atomic.Int64
+	goodTopic atomic.Pointer[string] // the last topic name Send checked and found legal
 
 	mu        sync.Mutex
 	state     clientState

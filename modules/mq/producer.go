@@ -68,51 +68,24 @@ func (c *Client) Send(ctx context.Context, m *Message, done func(*Message, error
 		c.deliver(m, done, c.report(ctx, lifecycle.WrapError(lifecycle.TypeInternal, ModuleName, "send", err, fmt.Sprintf("topic %q: record not sent", m.Topic))))
 		return
 	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	parent := m.Context
-	if parent == nil {
-		parent = ctx
-	}
 	// Capped so that a trace header is appended to a copy: callers often
 	// share one header slice between messages.
 	m.Headers = m.Headers[:len(m.Headers):len(m.Headers)]
-	m.Context = &sending{Context: parent, c: c, done: done}
-	kcl.Produce(ctx, m, delivered)
-}
-
-// sending is one Send in flight: what to call back, carried as the
-// record's Context (wrapping the caller's), so that one promise function
-// serves every record and Send makes one small allocation. kotel may wrap
-// it further, so it is looked up as a value.
-type sending struct {
-	context.Context
-	c    *Client
-	done func(*Message, error)
-}
-
-type sendingKey struct{}
-
-func (s *sending) Value(key any) any {
-	if key == (sendingKey{}) {
-		return s
+	if c.tracer == nil && ctx != nil {
+		inject(ctx, m)
 	}
-	return s.Context.Value(key)
+	kcl.Produce(ctx, m, func(r *kgo.Record, err error) { c.delivered(r, done, err) })
 }
 
-// delivered is the promise of every record Send produces.
-func delivered(r *kgo.Record, err error) {
-	st := r.Context.Value(sendingKey{}).(*sending)
-	ctx, c := r.Context, st.c
-	r.Context = st.Context // the caller's again
+// delivered reports the outcome of one record.
+func (c *Client) delivered(r *kgo.Record, done func(*Message, error), err error) {
 	if err != nil {
-		c.metrics.produceFailed(ctx, r.Topic)
-		c.deliver(r, st.done, c.report(ctx, sendError(r.Topic, err)))
+		c.metrics.produceFailed(r.Context, r.Topic)
+		c.deliver(r, done, c.report(r.Context, sendError(r.Topic, err)))
 		return
 	}
-	c.metrics.produced(ctx, r.Topic)
-	c.deliver(r, st.done, nil)
+	c.metrics.produced(r.Context, r.Topic)
+	c.deliver(r, done, nil)
 }
 
 func (c *Client) deliver(m *Message, done func(*Message, error), err error) {
@@ -153,8 +126,12 @@ func (c *Client) checkMessage(m *Message) error {
 	if m == nil {
 		return lifecycle.ValidationError(ModuleName, "message", "nil message")
 	}
-	if err := CheckTopic(m.Topic); err != nil {
-		return lifecycle.ValidationError(ModuleName, "topic", err.Error())
+	// Most producers send to one topic: remember the last name that passed.
+	if last := c.goodTopic.Load(); last == nil || *last != m.Topic {
+		if err := CheckTopic(m.Topic); err != nil {
+			return lifecycle.ValidationError(ModuleName, "topic", err.Error())
+		}
+		c.goodTopic.Store(&m.Topic)
 	}
 	if limit := int(c.maxRecord.Load()); limit > 0 && recordSize(m) > limit {
 		return tooLarge(m.Topic, recordSize(m), limit)

@@ -36,22 +36,20 @@ func newTracer(tp trace.TracerProvider, group string) *kotel.Tracer {
 	return kotel.NewTracer(opts...)
 }
 
-// traceHooks are the franz-go hooks that carry trace context.
+// traceHooks are the franz-go hooks that make spans (none without a
+// tracer: Send then injects the caller's context itself, see inject).
 func traceHooks(t *kotel.Tracer) []kgo.Hook {
 	if t != nil {
 		return kotel.NewKotel(kotel.WithTracer(t)).Hooks()
 	}
-	return []kgo.Hook{injectOnly{}}
+	return nil
 }
 
-// injectOnly writes the sender's span context, if any, into the record.
-type injectOnly struct{}
-
-var _ kgo.HookProduceRecordBuffered = injectOnly{}
-
-func (injectOnly) OnProduceRecordBuffered(r *kgo.Record) {
-	if r.Context != nil && trace.SpanContextFromContext(r.Context).IsValid() {
-		w3c.Inject(r.Context, kotel.NewRecordCarrier(r))
+// inject writes the sender's span context, if ctx has one, into r's
+// headers; used when kotel's publish span does not.
+func inject(ctx context.Context, r *kgo.Record) {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		w3c.Inject(ctx, kotel.NewRecordCarrier(r))
 	}
 }
 
