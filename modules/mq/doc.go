@@ -4,8 +4,8 @@
 //
 // # Producing
 //
-// Send queues a Message and calls back once the brokers have it;
-// SendSync waits. The producer is idempotent with acks=all, so a retry
+// Send queues a Message (franz-go's kgo.Record, so nothing is copied) and
+// calls back once the brokers have it; SendSync waits. The producer is idempotent with acks=all, so a retry
 // after a timeout or a leader change can neither duplicate nor reorder
 // records of a partition; records are batched for a few milliseconds and
 // compressed with lz4. A bad record (no topic, an illegal name, larger
