@@ -6,11 +6,37 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
+
+// EnvTestKafka is a comma-separated list of the brokers of a real Kafka
+// cluster for tests. Unset, tests run on kfake: there is no Kafka broker on
+// the project's machines, and kfake is the Kafka the tests are written
+// against.
+const EnvTestKafka = "IMINFRA_TEST_KAFKA_BROKERS"
+
+// TestKafkaBrokers returns the brokers EnvTestKafka names, provided each
+// accepts a TCP connection within a second; nil and no error when the
+// variable is unset.
+func TestKafkaBrokers() ([]string, error) {
+	env := os.Getenv(EnvTestKafka)
+	if env == "" {
+		return nil, nil
+	}
+	brokers := strings.Split(env, ",")
+	for _, b := range brokers {
+		c, err := net.DialTimeout("tcp", b, time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("devstack: kafka broker %s (%s) does not answer: %w", b, EnvTestKafka, err)
+		}
+		_ = c.Close()
+	}
+	return brokers, nil
+}
 
 // Kafka is an in-process Kafka cluster (franz-go's kfake) that speaks the
 // Kafka protocol on real loopback TCP ports, with consumer groups,

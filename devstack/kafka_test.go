@@ -3,6 +3,7 @@ package devstack_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,4 +127,23 @@ func TestKafkaRemovedBrokerDropsConnections(t *testing.T) {
 	require.Error(t, err)
 	_, err = cl.Broker(0).Request(short, kmsg.NewPtrMetadataRequest())
 	require.NoError(t, err, "the other brokers keep serving")
+}
+
+func TestTestKafkaBrokers(t *testing.T) {
+	t.Setenv(devstack.EnvTestKafka, "")
+	brokers, err := devstack.TestKafkaBrokers()
+	require.NoError(t, err)
+	assert.Nil(t, brokers, "unset: tests use kfake")
+
+	k, err := devstack.StartKafka(devstack.KafkaOptions{Brokers: 2})
+	require.NoError(t, err)
+	t.Setenv(devstack.EnvTestKafka, strings.Join(k.Addrs(), ","))
+	brokers, err = devstack.TestKafkaBrokers()
+	require.NoError(t, err)
+	assert.Equal(t, k.Addrs(), brokers)
+
+	k.Close()
+	_, err = devstack.TestKafkaBrokers()
+	require.Error(t, err, "a named cluster that does not answer")
+	assert.Contains(t, err.Error(), devstack.EnvTestKafka)
 }

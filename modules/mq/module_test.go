@@ -43,7 +43,13 @@ func TestModuleOnTestKit(t *testing.T) {
 	app := fxinfratest.New(t,
 		fxinfratest.WithKafka(
 			fxinfratest.KafkaConfig(map[string]any{"topics": []any{map[string]any{"name": topic, "partitions": 2}}}),
-			fxinfratest.KafkaStarted(func(k *devstack.Kafka) { brokers = k.Addrs() }),
+			fxinfratest.KafkaStarted(func(k *devstack.Kafka) {
+				if k == nil { // a real cluster
+					brokers, _ = devstack.TestKafkaBrokers()
+					return
+				}
+				brokers = k.Addrs()
+			}),
 		),
 		withMQ,
 		fxinfratest.WithFx(
