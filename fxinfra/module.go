@@ -12,6 +12,7 @@ import (
 	"github.com/gochat/im-infra/modules/clog"
 	"github.com/gochat/im-infra/modules/coord"
 	"github.com/gochat/im-infra/modules/db"
+	"github.com/gochat/im-infra/modules/mq"
 	"github.com/gochat/im-infra/modules/metrics"
 )
 
@@ -42,6 +43,7 @@ var Module = fx.Options(
 	coord.Module,
 	cache.Module,
 	db.Module,
+	mq.Module,
 	metrics.Module,
 	fx.Provide(newSnapshot, newEventLogState),
 	adminModule,

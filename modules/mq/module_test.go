@@ -24,10 +24,6 @@ import (
 	"github.com/gochat/im-infra/modules/mq"
 )
 
-// withMQ adds the module to a test app. fxinfra.Module does not carry
-// mq.Module yet; once it does, this becomes an empty option.
-var withMQ = fxinfratest.WithFx(mq.Module)
-
 // The module on the test kit: a consumer subscribed in phase 1 starts with
 // the app, records flow, a live change applies, a restart-only change is
 // logged, health reports "mq", and stop drains.
@@ -51,7 +47,6 @@ func TestModuleOnTestKit(t *testing.T) {
 				brokers = k.Addrs()
 			}),
 		),
-		withMQ,
 		fxinfratest.WithFx(
 			fx.Populate(&c, &agg),
 			// Subscribing in phase 1 does no I/O; the member joins on start.
@@ -126,7 +121,6 @@ func TestModuleDialsNoBrokerUnlessAsked(t *testing.T) {
 	var agg *lifecycle.Aggregator
 	app := fxinfratest.New(t,
 		fxinfratest.WithConfig(mq.ModuleName, `{"brokers":["`+ln.Addr().String()+`"]}`),
-		withMQ,
 		fxinfratest.WithFx(fx.Populate(&agg)),
 	)
 	time.Sleep(200 * time.Millisecond)
@@ -137,7 +131,7 @@ func TestModuleDialsNoBrokerUnlessAsked(t *testing.T) {
 
 	// The same app asking for the client dials at start.
 	var c *mq.Client
-	kafka := fxinfratest.New(t, fxinfratest.WithKafka(), withMQ, fxinfratest.WithFx(fx.Populate(&c, &agg)))
+	kafka := fxinfratest.New(t, fxinfratest.WithKafka(), fxinfratest.WithFx(fx.Populate(&c, &agg)))
 	_, ok = agg.Check(context.Background()).Checks[mq.ModuleName]
 	assert.True(t, ok)
 	assert.NotNil(t, c.Raw())
@@ -167,7 +161,7 @@ func startApp(t *testing.T, doc string) error {
 		coord.EnvEndpoints: e.Endpoint(), fxinfra.EnvSnapshot: filepath.Join(t.TempDir(), "snap.json"),
 	})
 	var c *mq.Client
-	app := fx.New(fxinfra.Module, fx.Replace(env), mq.Module, fx.Populate(&c), fx.NopLogger)
+	app := fx.New(fxinfra.Module, fx.Replace(env), fx.Populate(&c), fx.NopLogger)
 	began := time.Now()
 	err = app.Start(ctx)
 	assert.Less(t, time.Since(began), 4*time.Second, "start fails within the connect timeout")
