@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -19,8 +20,10 @@ import (
 	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/fxinfratest"
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/cache"
 	"github.com/gochat/im-infra/modules/db"
 	"github.com/gochat/im-infra/modules/metrics"
+	"github.com/gochat/im-infra/modules/mq"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -49,15 +52,22 @@ func TestScrapeThroughFxinfra(t *testing.T) {
 		tp     trace.TracerProvider
 		prop   propagation.TextMapPropagator
 		sqlDB  *db.DB
+		kv     cache.Cache
+		broker *mq.Client
 	)
-	app := fxinfratest.New(t, fxinfratest.WithDB(fxinfratest.SQLite), fxinfratest.WithFx(
-		fx.Populate(&prov, &errs, &values, &mp, &tp, &prop, &sqlDB),
-		fx.Invoke(func(agg *lifecycle.Aggregator) {
-			agg.Add(lifecycle.CheckerFunc("orders", func(context.Context) lifecycle.Status {
-				return lifecycle.Status{State: lifecycle.Degraded, Message: "replica lagging"}
-			}))
-		}),
-	))
+	const topic = "scrape.orders"
+	app := fxinfratest.New(t,
+		fxinfratest.WithDB(fxinfratest.SQLite),
+		fxinfratest.WithRedis(),
+		fxinfratest.WithKafka(fxinfratest.KafkaConfig(map[string]any{"topics": []map[string]any{{"name": topic, "partitions": 1}}})),
+		fxinfratest.WithFx(
+			fx.Populate(&prov, &errs, &values, &mp, &tp, &prop, &sqlDB, &kv, &broker),
+			fx.Invoke(func(agg *lifecycle.Aggregator) {
+				agg.Add(lifecycle.CheckerFunc("orders", func(context.Context) lifecycle.Status {
+					return lifecycle.Status{State: lifecycle.Degraded, Message: "replica lagging"}
+				}))
+			}),
+		))
 	assert.Same(t, prov.MeterProvider(), mp, "the graph's MeterProvider is the module's")
 	assert.Same(t, prov.TracerProvider(), tp)
 	assert.ElementsMatch(t, []string{"traceparent", "tracestate", "baggage"}, prop.Fields(), "W3C trace context and baggage")
@@ -80,6 +90,27 @@ func TestScrapeThroughFxinfra(t *testing.T) {
 	require.NoError(t, sqlDB.WithContext(ctx).Raw("SELECT 1").Scan(&n).Error)
 	require.NoError(t, sqlDB.WithContext(ctx).Raw("SELECT 2").Scan(&n).Error)
 	require.Error(t, sqlDB.WithContext(ctx).Exec("INSERT INTO no_such_table VALUES (1)").Error)
+
+	// Commands through the cache module: a write, a hit, a miss.
+	require.NoError(t, kv.Set(ctx, "scrape", "v", time.Minute))
+	_, err = kv.Get(ctx, "scrape")
+	require.NoError(t, err)
+	_, err = kv.Get(ctx, "scrape-missing")
+	require.ErrorIs(t, err, cache.ErrMiss)
+
+	// One record produced and handled through the mq module.
+	handled := make(chan struct{}, 1)
+	_, err = broker.Subscribe("scrape", []string{topic}, func(context.Context, *mq.Message) error {
+		handled <- struct{}{}
+		return nil
+	})
+	require.NoError(t, err)
+	require.NoError(t, broker.SendSync(ctx, &mq.Message{Topic: topic, Value: []byte("o-1")}))
+	select {
+	case <-handled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the record was not handled")
+	}
 
 	// Requests through the middleware.
 	mux := http.NewServeMux()
@@ -127,6 +158,16 @@ func TestScrapeThroughFxinfra(t *testing.T) {
 	assert.Equal(t, 0.0, fams.value("db_pool_in_use", nil))
 	assert.Equal(t, 0.0, fams.value("db_config_restart_pending", nil))
 	assert.Equal(t, 1.0, fams.value("health_status", map[string]string{"component": "db", "state": "healthy"}))
+
+	assert.Equal(t, 1.0, fams.value("cache_commands_total", map[string]string{"command": "set", "status": "ok"}))
+	assert.Equal(t, 1.0, fams.value("cache_commands_total", map[string]string{"command": "get", "status": "ok"}))
+	assert.Equal(t, 1.0, fams.value("cache_commands_total", map[string]string{"command": "get", "status": "miss"}))
+	assert.Equal(t, 1.0, fams.value("health_status", map[string]string{"component": "cache", "state": "healthy"}))
+	assert.Equal(t, 1.0, fams.value("mq_produced_total", map[string]string{"topic": topic}))
+	require.Eventually(t, func() bool {
+		return scrapeURL(t, "http://"+app.AdminAddr()+"/metrics").value("mq_consumed_total", map[string]string{"group": "scrape", "topic": topic}) == 1
+	}, 5*time.Second, 20*time.Millisecond, "the handled record is counted")
+	assert.Equal(t, 1.0, fams.value("health_status", map[string]string{"component": "mq", "state": "healthy"}))
 
 	info := labelMap(fams["target_info"].GetMetric()[0])
 	assert.Equal(t, app.Identity().Service, info["service_name"])
