@@ -48,3 +48,59 @@ func TestEtcdStopRestartKeepsDataAndAddress(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "v", string(resp.Kvs[0].Value))
 }
+
+func TestEtcdClusterSurvivesLeaderKill(t *testing.T) {
+	c, err := devstack.StartEtcdCluster(devstack.EtcdClusterOptions{})
+	require.NoError(t, err)
+	defer c.Close()
+	require.Len(t, c.Members(), 3)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	require.NoError(t, err)
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = cli.Put(ctx, "k", "v")
+	require.NoError(t, err)
+
+	lead, err := c.Leader(ctx)
+	require.NoError(t, err)
+	assert.True(t, lead.IsLeader())
+	lead.Kill()
+	assert.False(t, lead.Running())
+	next, err := c.Leader(ctx)
+	require.NoError(t, err)
+	assert.NotSame(t, lead, next, "the survivors elect a new leader")
+	resp, err := cli.Get(ctx, "k")
+	require.NoError(t, err, "the client fails over to the survivors")
+	assert.Equal(t, "v", string(resp.Kvs[0].Value))
+
+	require.NoError(t, lead.Restart())
+	assert.True(t, lead.Running())
+	assert.Len(t, c.Endpoints(), 3)
+	assert.Len(t, c.DirectEndpoints(), 3)
+}
+
+func TestEtcdBlackholeStallsWithoutRefusing(t *testing.T) {
+	e, err := devstack.StartEtcd(devstack.EtcdOptions{})
+	require.NoError(t, err)
+	defer e.Close()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	require.NoError(t, err)
+	defer cli.Close()
+	ctx := context.Background()
+	_, err = cli.Put(ctx, "k", "v")
+	require.NoError(t, err)
+
+	e.Blackhole()
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	began := time.Now()
+	_, err = cli.Get(short, "k")
+	cancel()
+	require.Error(t, err)
+	assert.GreaterOrEqual(t, time.Since(began), 250*time.Millisecond, "a blackhole is silent: the call waits for its own deadline")
+
+	require.NoError(t, e.Reconnect())
+	got, err := cli.Get(ctx, "k")
+	require.NoError(t, err, "healed: the stalled connection carries on")
+	assert.Equal(t, "v", string(got.Kvs[0].Value))
+}

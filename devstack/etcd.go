@@ -16,14 +16,21 @@ import (
 	"go.uber.org/zap"
 )
 
-// Etcd is an embedded single-member etcd server.
+// Etcd is an embedded etcd server: a single-member cluster from StartEtcd,
+// or one member of a StartEtcdCluster.
 type Etcd struct {
 	mu        sync.Mutex
+	name      string
 	dir       string
 	ownDir    bool
 	clientURL url.URL // where the server listens
 	peerURL   url.URL
+	cluster   string // initial-cluster: every member's name=peer URL
 	proxy     *Proxy // what clients dial: closing it cuts them off at once
+	// peerProxy, for a cluster member, is what the other members dial, so
+	// that stopping the member also ends its raft connections at once
+	// instead of leaving them to time out.
+	peerProxy *Proxy
 	srv       *embed.Etcd
 }
 
@@ -38,7 +45,7 @@ type EtcdOptions struct {
 
 // StartEtcd starts an etcd server on 127.0.0.1 with kernel-chosen ports.
 func StartEtcd(opts EtcdOptions) (*Etcd, error) {
-	e := &Etcd{dir: opts.Dir}
+	e := &Etcd{name: "devstack", dir: opts.Dir}
 	if e.dir == "" {
 		d, err := os.MkdirTemp("", "devstack-etcd-")
 		if err != nil {
@@ -60,7 +67,10 @@ func StartEtcd(opts EtcdOptions) (*Etcd, error) {
 		}
 		e.clientURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", cport)}
 		e.peerURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", pport)}
-		err = e.start(opts.ReadyTimeout, false)
+		e.cluster = e.name + "=" + e.peerURL.String()
+		if err = e.launch(false); err == nil {
+			err = e.awaitReady(opts.ReadyTimeout)
+		}
 		if err == nil || !isAddrInUse(err) || attempt == 9 {
 			break
 		}
@@ -97,27 +107,69 @@ func (e *Etcd) Reconnect() error { return e.proxy.Open() }
 // Endpoints returns the client URLs, ready for clientv3.Config.
 func (e *Etcd) Endpoints() []string { return []string{e.Endpoint()} }
 
+// Blackhole stalls every client connection made through Endpoint, and
+// accepts new ones without answering, while the server keeps running: a
+// network partition in which packets are lost rather than refused, so
+// clients only find out through their own timeouts. Reconnect heals it and
+// lets the stalled bytes through, as TCP would after a short partition.
+func (e *Etcd) Blackhole() { e.proxy.Blackhole() }
+
 // Stop shuts the server down, keeping its data and ports for Restart.
 // Clients lose their connections at once and cannot reconnect until Restart.
-func (e *Etcd) Stop() {
+// A member of a cluster that leads hands leadership over first, as a
+// graceful etcd shutdown does; Kill does not.
+func (e *Etcd) Stop() { e.stop(false) }
+
+// Kill stops the server the way a crash or a power loss would: clients are
+// cut off and the member stops at once, without handing its leadership over,
+// so the rest of the cluster has to notice and elect a new leader. Data and
+// ports are kept for Restart.
+func (e *Etcd) Kill() { e.stop(true) }
+
+func (e *Etcd) stop(hard bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.proxy != nil {
 		e.proxy.Close()
 	}
+	if e.peerProxy != nil {
+		e.peerProxy.Close()
+	}
 	if e.srv != nil {
+		if hard {
+			// Stops raft first; Close then finds nothing to hand over.
+			e.srv.Server.HardStop()
+		}
 		e.srv.Close()
 		<-e.srv.Server.StopNotify()
 		e.srv = nil
 	}
 }
 
-// Restart starts a stopped server again on the same ports and data.
+// Restart starts a stopped server again on the same ports and data. A
+// cluster member waits for a quorum, so restart a majority together.
 func (e *Etcd) Restart() error {
-	if err := e.start(0, true); err != nil {
+	if e.peerProxy != nil {
+		if err := e.peerProxy.Open(); err != nil {
+			return err
+		}
+	}
+	if err := e.launch(true); err != nil {
+		return err
+	}
+	if err := e.awaitReady(0); err != nil {
 		return err
 	}
 	return e.proxy.Open()
+}
+
+// Name is the member's name in the cluster.
+func (e *Etcd) Name() string { return e.name }
+
+// IsLeader reports whether this member is running and leads its cluster.
+func (e *Etcd) IsLeader() bool {
+	s := e.Server()
+	return s != nil && s.Server.Leader() != 0 && s.Server.Leader() == s.Server.MemberID()
 }
 
 // Running reports whether the server is serving.
@@ -143,20 +195,18 @@ func (e *Etcd) Close() {
 	}
 }
 
-// start runs the server on e's ports. waitForPorts retries a bind that
-// fails because the port is still in use (a just-stopped server's port can
-// linger), which Restart needs since it must reuse the same ports.
-func (e *Etcd) start(readyTimeout time.Duration, waitForPorts bool) error {
+// launch starts the server on e's ports without waiting for it to serve.
+// waitForPorts retries a bind that fails because the port is still in use
+// (a just-stopped server's port can linger), which Restart needs since it
+// must reuse the same ports.
+func (e *Etcd) launch(waitForPorts bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.srv != nil {
 		return nil
 	}
-	if readyTimeout <= 0 {
-		readyTimeout = 10 * time.Second
-	}
 	cfg := embed.NewConfig()
-	cfg.Name = "devstack"
+	cfg.Name = e.name
 	cfg.Dir = e.dir
 	cfg.TickMs = 10
 	cfg.ElectionMs = 100
@@ -164,7 +214,14 @@ func (e *Etcd) start(readyTimeout time.Duration, waitForPorts bool) error {
 	cfg.AdvertiseClientUrls = []url.URL{e.clientURL}
 	cfg.ListenPeerUrls = []url.URL{e.peerURL}
 	cfg.AdvertisePeerUrls = []url.URL{e.peerURL}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	if e.peerProxy != nil {
+		cfg.AdvertisePeerUrls = []url.URL{{Scheme: "http", Host: e.peerProxy.Addr()}}
+	}
+	cfg.InitialCluster = e.cluster
+	cfg.InitialClusterToken = "devstack-" + e.cluster
+	// bcrypt's cheapest cost: dev and test users authenticate in
+	// microseconds instead of the default's ~100ms (seconds under -race).
+	cfg.BcryptCost = 4
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.LogLevel = "error"
 	var (
@@ -179,19 +236,33 @@ func (e *Etcd) start(readyTimeout time.Duration, waitForPorts bool) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if err != nil {
-		return fmt.Errorf("devstack: start etcd: %w", err)
-	}
-	select {
-	case <-srv.Server.ReadyNotify():
-	case <-time.After(readyTimeout):
-		srv.Close()
-		return fmt.Errorf("devstack: etcd not ready after %s", readyTimeout)
-	case err := <-srv.Err():
-		srv.Close()
-		return fmt.Errorf("devstack: etcd failed: %w", err)
+		return fmt.Errorf("devstack: start etcd %s: %w", e.name, err)
 	}
 	e.srv = srv
 	return nil
+}
+
+// awaitReady waits until the launched server serves clients (for a cluster
+// member: until the cluster has a quorum and a leader).
+func (e *Etcd) awaitReady(readyTimeout time.Duration) error {
+	if readyTimeout <= 0 {
+		readyTimeout = 10 * time.Second
+	}
+	srv := e.Server()
+	if srv == nil {
+		return fmt.Errorf("devstack: etcd %s is not running", e.name)
+	}
+	select {
+	case <-srv.Server.ReadyNotify():
+		return nil
+	case <-time.After(readyTimeout):
+		err := fmt.Errorf("devstack: etcd %s not ready after %s", e.name, readyTimeout)
+		e.Stop()
+		return err
+	case err := <-srv.Err():
+		e.Stop()
+		return fmt.Errorf("devstack: etcd %s failed: %w", e.name, err)
+	}
 }
 
 // WaitLeader blocks until the server has a leader or ctx ends.

@@ -2,7 +2,6 @@ package devstack
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -10,7 +9,8 @@ import (
 
 // Proxy is a TCP proxy on loopback in front of a server. Fault tests close
 // it to cut every client off at once (as a crashed server or a broken
-// network would), then open it again on the same address.
+// network would), blackhole it to make the network silently lose packets,
+// then open it again on the same address.
 type Proxy struct {
 	target string
 
@@ -18,13 +18,21 @@ type Proxy struct {
 	addr  string
 	ln    net.Listener
 	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	// flowing is closed while bytes may pass; Blackhole replaces it with an
+	// open channel that Open closes.
+	flowing chan struct{}
+	// closed is closed by Close, so that pipes stalled by a blackhole give
+	// up instead of waiting for an Open that may never come.
+	closed chan struct{}
+	wg     sync.WaitGroup
 }
 
 // NewProxy listens on 127.0.0.1 (a kernel-chosen port) and forwards each
 // connection to target.
 func NewProxy(target string) (*Proxy, error) {
-	p := &Proxy{target: target, addr: "127.0.0.1:0", conns: map[net.Conn]struct{}{}}
+	flowing := make(chan struct{})
+	close(flowing)
+	p := &Proxy{target: target, addr: "127.0.0.1:0", conns: map[net.Conn]struct{}{}, flowing: flowing}
 	if err := p.Open(); err != nil {
 		return nil, err
 	}
@@ -38,11 +46,17 @@ func (p *Proxy) Addr() string {
 	return p.addr
 }
 
-// Open starts accepting again after Close. A just-closed port may linger
-// for a moment, so binding is retried briefly.
+// Open starts accepting again after Close, or lets bytes flow again after
+// Blackhole (connections stalled by it resume where they stopped). A
+// just-closed port may linger for a moment, so binding is retried briefly.
 func (p *Proxy) Open() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	select {
+	case <-p.flowing:
+	default:
+		close(p.flowing)
+	}
 	if p.ln != nil {
 		return nil
 	}
@@ -60,9 +74,25 @@ func (p *Proxy) Open() error {
 		return fmt.Errorf("devstack: proxy listen %s: %w", p.addr, err)
 	}
 	p.ln, p.addr = ln, ln.Addr().String()
+	p.closed = make(chan struct{})
 	p.wg.Add(1)
-	go p.accept(ln)
+	go p.accept(ln, p.closed)
 	return nil
+}
+
+// Blackhole stops forwarding bytes in either direction on every connection,
+// open or new, without closing any: a partition in which packets are lost,
+// so each side only notices through its own timeouts. New connections are
+// still accepted (the kernel completes the handshake) but never answered.
+// Open ends it; Close drops everything.
+func (p *Proxy) Blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.flowing:
+		p.flowing = make(chan struct{})
+	default: // already blackholed
+	}
 }
 
 // Close stops accepting and drops every open connection.
@@ -73,6 +103,9 @@ func (p *Proxy) Close() {
 	for c := range p.conns {
 		_ = c.Close()
 	}
+	if ln != nil {
+		close(p.closed)
+	}
 	p.mu.Unlock()
 	if ln != nil {
 		_ = ln.Close()
@@ -80,7 +113,7 @@ func (p *Proxy) Close() {
 	p.wg.Wait()
 }
 
-func (p *Proxy) accept(ln net.Listener) {
+func (p *Proxy) accept(ln net.Listener, closed <-chan struct{}) {
 	defer p.wg.Done()
 	for {
 		c, err := ln.Accept()
@@ -88,7 +121,7 @@ func (p *Proxy) accept(ln net.Listener) {
 			return
 		}
 		p.wg.Add(1)
-		go p.serve(c)
+		go p.serve(c, closed)
 	}
 }
 
@@ -108,23 +141,58 @@ func (p *Proxy) untrack(c net.Conn) {
 	delete(p.conns, c)
 }
 
-func (p *Proxy) serve(client net.Conn) {
+// gate blocks while the proxy is blackholed; false means the proxy closed.
+func (p *Proxy) gate(closed <-chan struct{}) bool {
+	p.mu.Lock()
+	flowing := p.flowing
+	p.mu.Unlock()
+	select {
+	case <-flowing:
+		return true
+	case <-closed:
+		return false
+	}
+}
+
+func (p *Proxy) serve(client net.Conn, closed <-chan struct{}) {
 	defer p.wg.Done()
 	defer client.Close()
+	if !p.track(client) {
+		return
+	}
+	defer p.untrack(client)
+	// A blackholed proxy does not reach the server either: the client's
+	// handshake with it must hang, not complete.
+	if !p.gate(closed) {
+		return
+	}
 	server, err := net.DialTimeout("tcp", p.target, 2*time.Second)
 	if err != nil {
 		return
 	}
 	defer server.Close()
-	if !p.track(client) || !p.track(server) {
+	if !p.track(server) {
 		return
 	}
-	defer p.untrack(client)
 	defer p.untrack(server)
 	done := make(chan struct{}, 2)
 	// Either side ending (EOF, reset, or Close above) ends the pair.
 	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				if !p.gate(closed) {
+					break
+				}
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
 		_ = dst.Close()
 		_ = src.Close()
 		done <- struct{}{}
