@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gochat/im-infra/config"
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
 
 // BenchmarkConfigPropagation measures put → seen: for raw, a clientv3 Watch
@@ -18,15 +19,15 @@ import (
 // subscriber called. Both run in the same process against the same embedded
 // etcd, one after the other.
 func BenchmarkConfigPropagation(b *testing.B) {
-	e := startEtcd(b)
-	writer := rawClient(b, e)
+	e := coordtest.StartEtcd(b)
+	writer := coordtest.RawClient(b, e.Endpoints()...)
 	ctx := context.Background()
 
 	b.Run("raw", func(b *testing.B) {
 		key := "/config/dev/bench/raw"
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		wch := rawClient(b, e).Watch(wctx, key)
+		wch := coordtest.RawClient(b, e.Endpoints()...).Watch(wctx, key)
 		lat := make([]time.Duration, 0, b.N)
 		b.ReportAllocs()
 		b.ResetTimer()
@@ -39,11 +40,11 @@ func BenchmarkConfigPropagation(b *testing.B) {
 			lat = append(lat, time.Since(start))
 		}
 		b.StopTimer()
-		reportLatency(b, lat)
+		coordtest.ReportLatency(b, lat)
 	})
 
 	b.Run("value", func(b *testing.B) {
-		c := cliNew(b, cliConfig(e), nil)
+		c := cliNew(b, cliConfig(e))
 		v := config.NewValue[cfgSchema]("bench", NewSource(c), cfgIdentity)
 		if err := v.Start(ctx); err != nil {
 			b.Fatal(err)
@@ -68,7 +69,7 @@ func BenchmarkConfigPropagation(b *testing.B) {
 			lat = append(lat, time.Since(start))
 		}
 		b.StopTimer()
-		reportLatency(b, lat)
+		coordtest.ReportLatency(b, lat)
 	})
 }
 
@@ -79,8 +80,8 @@ func BenchmarkConfigPropagation(b *testing.B) {
 // document sets m = 2n, so a reader seeing m != 2n saw half of an update.
 func BenchmarkConfigBurst(b *testing.B) {
 	const burst = 500
-	e := startEtcd(b)
-	writer := rawClient(b, e)
+	e := coordtest.StartEtcd(b)
+	writer := coordtest.RawClient(b, e.Endpoints()...)
 	ctx := context.Background()
 	seq := 0
 
@@ -88,7 +89,7 @@ func BenchmarkConfigBurst(b *testing.B) {
 		key := "/config/dev/bench/burst-raw"
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		wch := rawClient(b, e).Watch(wctx, key)
+		wch := coordtest.RawClient(b, e.Endpoints()...).Watch(wctx, key)
 		// Consumed while the burst runs, as config.Value's watch is, so
 		// that both measure the tail and not a backlog.
 		var final atomic.Value
@@ -121,11 +122,11 @@ func BenchmarkConfigBurst(b *testing.B) {
 			tail = append(tail, max(at.Sub(putDone), 0))
 		}
 		b.StopTimer()
-		reportLatency(b, tail)
+		coordtest.ReportLatency(b, tail)
 	})
 
 	b.Run("value", func(b *testing.B) {
-		c := cliNew(b, cliConfig(e), nil)
+		c := cliNew(b, cliConfig(e))
 		v := config.NewValue[cfgSchema]("burst", NewSource(c), cfgIdentity)
 		if err := v.Start(ctx); err != nil {
 			b.Fatal(err)
@@ -179,7 +180,7 @@ func BenchmarkConfigBurst(b *testing.B) {
 		b.StopTimer()
 		close(stop)
 		wg.Wait()
-		reportLatency(b, tail)
+		coordtest.ReportLatency(b, tail)
 		b.ReportMetric(float64(reads.Load()), "reads")
 		b.ReportMetric(float64(fails.Load()), "fail-reads")
 	})
@@ -192,11 +193,11 @@ func BenchmarkConfigBurst(b *testing.B) {
 // config.Value on coord's client. Both watch the same etcd in the same run.
 // Run with -benchtime=Nx: each iteration restarts etcd.
 func BenchmarkConfigAfterRestart(b *testing.B) {
-	e := startEtcd(b)
+	e := coordtest.StartEtcd(b)
 	ctx := context.Background()
 	key := config.Key("dev", "svc", "restart")
 
-	rawWatcher := rawClient(b, e)
+	rawWatcher := coordtest.RawClient(b, e.Endpoints()...)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	rawSeen := make(chan int, 16)
@@ -214,7 +215,7 @@ func BenchmarkConfigAfterRestart(b *testing.B) {
 		}
 	})
 
-	c := cliNew(b, cliConfig(e), nil)
+	c := cliNew(b, cliConfig(e))
 	_ = c.Start(ctx)
 	v := config.NewValue[cfgSchema]("restart", NewSource(c), cfgIdentity)
 	if err := v.Start(ctx); err != nil {
@@ -231,7 +232,7 @@ func BenchmarkConfigAfterRestart(b *testing.B) {
 		if err := e.Restart(); err != nil {
 			b.Fatal(err)
 		}
-		writer := rawClient(b, e) // answers only once etcd does
+		writer := coordtest.RawClient(b, e.Endpoints()...) // answers only once etcd does
 		back := time.Now()
 		n := i + 1
 		b.StartTimer()

@@ -14,7 +14,7 @@ import (
 
 // Center is the config center API for tools (config-cli) and services: read,
 // write, list, watch and audit keys in etcd. Every call is bounded by the
-// client's RequestTimeout; errors are *lifecycle.InfraError with component
+// client's RequestTimeout; errors are *lifecycle.InfraError with ModuleName
 // "coord", the operation as Op and the key as Field.
 type Center struct {
 	c *Client
@@ -99,7 +99,7 @@ func (m *Center) Set(ctx context.Context, key string, value []byte) (int64, erro
 // watching the key would have to refuse it instead.
 func (m *Center) SetJSON(ctx context.Context, key string, value []byte) (int64, error) {
 	if !json.Valid(value) {
-		return 0, &lifecycle.InfraError{Type: lifecycle.TypeConfig, Component: component, Op: "set", Field: key, Message: "value is not valid JSON"}
+		return 0, &lifecycle.InfraError{Type: lifecycle.TypeConfig, Component: ModuleName, Op: "set", Field: key, Message: "value is not valid JSON"}
 	}
 	return m.Set(ctx, key, value)
 }
@@ -146,7 +146,7 @@ func (m *Center) CompareAndSet(ctx context.Context, key string, value []byte, ex
 		return false, err
 	}
 	if expectModRevision < 0 {
-		return false, lifecycle.ValidationError(component, "expectModRevision", "must not be negative")
+		return false, lifecycle.ValidationError(ModuleName, "expectModRevision", "must not be negative")
 	}
 	ctx, cancel := m.c.requestCtx(ctx)
 	defer cancel()
@@ -254,7 +254,7 @@ func entryOf(kv *mvccpb.KeyValue, rev int64) Entry {
 
 func checkKey(op, key string) error {
 	if key == "" {
-		return &lifecycle.InfraError{Type: lifecycle.TypeValidation, Component: component, Op: op, Field: "key", Message: "key must not be empty"}
+		return &lifecycle.InfraError{Type: lifecycle.TypeValidation, Component: ModuleName, Op: op, Field: "key", Message: "key must not be empty"}
 	}
 	return nil
 }

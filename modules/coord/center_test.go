@@ -11,11 +11,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
 
 func TestCenterGetSetDeleteList(t *testing.T) {
-	e := startEtcd(t)
-	cen := NewCenter(cliNew(t, cliConfig(e), nil))
+	e := coordtest.StartEtcd(t)
+	cen := NewCenter(cliNew(t, cliConfig(e)))
 	ctx := context.Background()
 	p := "/config/dev/center/"
 
@@ -59,8 +60,8 @@ func TestCenterGetSetDeleteList(t *testing.T) {
 }
 
 func TestCenterSetJSON(t *testing.T) {
-	e := startEtcd(t)
-	cen := NewCenter(cliNew(t, cliConfig(e), nil))
+	e := coordtest.StartEtcd(t)
+	cen := NewCenter(cliNew(t, cliConfig(e)))
 	ctx := context.Background()
 	key := "/config/dev/svc/json"
 	_, err := cen.SetJSON(ctx, key, []byte(`{"level":"info"}`))
@@ -78,8 +79,8 @@ func TestCenterSetJSON(t *testing.T) {
 }
 
 func TestCenterCompareAndSet(t *testing.T) {
-	e := startEtcd(t)
-	cen := NewCenter(cliNew(t, cliConfig(e), nil))
+	e := coordtest.StartEtcd(t)
+	cen := NewCenter(cliNew(t, cliConfig(e)))
 	ctx := context.Background()
 	key := "/config/dev/svc/cas"
 
@@ -108,9 +109,9 @@ func TestCenterCompareAndSet(t *testing.T) {
 }
 
 func TestCenterHistory(t *testing.T) {
-	e := startEtcd(t)
-	raw := rawClient(t, e)
-	cen := NewCenter(cliNew(t, cliConfig(e), nil))
+	e := coordtest.StartEtcd(t)
+	raw := coordtest.RawClient(t, e.Endpoints()...)
+	cen := NewCenter(cliNew(t, cliConfig(e)))
 	ctx := context.Background()
 	key := "/config/dev/svc/hist"
 
@@ -157,8 +158,8 @@ func TestCenterHistory(t *testing.T) {
 }
 
 func TestCenterWatch(t *testing.T) {
-	e := startEtcd(t)
-	cen := NewCenter(cliNew(t, cliConfig(e), nil))
+	e := coordtest.StartEtcd(t)
+	cen := NewCenter(cliNew(t, cliConfig(e)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	p := "/config/dev/watch/"

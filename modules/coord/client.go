@@ -64,13 +64,11 @@ const healthyProbeInterval = 2 * time.Second
 // lazily, and authentication (which clientv3 would do here, blocking up to
 // DialTimeout) is deferred to the first request. It fails only on a config
 // that cannot work: invalid fields or unreadable TLS files.
-func NewClient(cfg Config, log *zap.Logger) (*Client, error) {
+func NewClient(cfg Config, opts ...Option) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if log == nil {
-		log = zap.NewNop()
-	}
+	log := buildOptions(opts).log
 	tlsCfg, err := cfg.tlsConfig()
 	if err != nil {
 		return nil, err
@@ -115,7 +113,7 @@ func NewClient(cfg Config, log *zap.Logger) (*Client, error) {
 		Logger: log.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
 	})
 	if err != nil {
-		return nil, lifecycle.ConfigError(component, "endpoints", "cannot build etcd client", err)
+		return nil, lifecycle.ConfigError(ModuleName, "endpoints", "cannot build etcd client", err)
 	}
 	c.raw = raw
 	if c.auth != nil {
@@ -232,7 +230,7 @@ func (c *Client) Close() error {
 		err := c.raw.Close()
 		// clientv3 reports its own cancelled context on a clean close.
 		if err != nil && !errors.Is(err, context.Canceled) {
-			c.closeErr = lifecycle.WrapError(lifecycle.TypeConnection, component, "close", err, "closing etcd client")
+			c.closeErr = lifecycle.WrapError(lifecycle.TypeConnection, ModuleName, "close", err, "closing etcd client")
 		}
 	})
 	return c.closeErr
@@ -269,7 +267,7 @@ func wrapErr(op, key string, err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		typ, msg = lifecycle.TypeTimeout, "etcd did not answer in time"
 	}
-	e := lifecycle.WrapError(typ, component, op, err, msg)
+	e := lifecycle.WrapError(typ, ModuleName, op, err, msg)
 	e.Field = key
 	return e
 }
@@ -284,18 +282,18 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 	if c.TLS.CAFile != "" {
 		pem, err := os.ReadFile(c.TLS.CAFile)
 		if err != nil {
-			return nil, lifecycle.ConfigError(component, "tls.caFile", "cannot read CA file", err)
+			return nil, lifecycle.ConfigError(ModuleName, "tls.caFile", "cannot read CA file", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, lifecycle.ConfigError(component, "tls.caFile", fmt.Sprintf("%s holds no PEM certificate", c.TLS.CAFile), nil)
+			return nil, lifecycle.ConfigError(ModuleName, "tls.caFile", fmt.Sprintf("%s holds no PEM certificate", c.TLS.CAFile), nil)
 		}
 		tc.RootCAs = pool
 	}
 	if c.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
 		if err != nil {
-			return nil, lifecycle.ConfigError(component, "tls.certFile", "cannot load client certificate and key", err)
+			return nil, lifecycle.ConfigError(ModuleName, "tls.certFile", "cannot load client certificate and key", err)
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/devstack"
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
 
 // cliConfig is a Config for e with short timeouts suited to tests.
@@ -29,17 +30,17 @@ func cliConfig(e *devstack.Etcd) Config {
 }
 
 // cliNew builds a Client closed at cleanup.
-func cliNew(t testing.TB, cfg Config, log *zap.Logger) *Client {
+func cliNew(t testing.TB, cfg Config, opts ...Option) *Client {
 	t.Helper()
-	c, err := NewClient(cfg, log)
+	c, err := NewClient(cfg, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 
 func TestClientProbeConnected(t *testing.T) {
-	e := startEtcd(t)
-	c := cliNew(t, cliConfig(e), nil)
+	e := coordtest.StartEtcd(t)
+	c := cliNew(t, cliConfig(e))
 	assert.False(t, c.Connected(), "not connected before the first probe")
 	require.NoError(t, c.Probe(context.Background()))
 	assert.True(t, c.Connected())
@@ -50,13 +51,13 @@ func TestClientProbeConnected(t *testing.T) {
 }
 
 func TestClientEtcdDown(t *testing.T) {
-	e := startEtcd(t)
+	e := coordtest.StartEtcd(t)
 	e.Stop()
 	cfg := cliConfig(e)
 	cfg.ProbeTimeout = config.Duration(300 * time.Millisecond)
 
 	start := time.Now()
-	c := cliNew(t, cfg, nil)
+	c := cliNew(t, cfg)
 	assert.Less(t, time.Since(start), 100*time.Millisecond, "construction must not touch the network")
 
 	start = time.Now()
@@ -85,14 +86,14 @@ func TestClientBadTLSFiles(t *testing.T) {
 	cfg := Defaults()
 	cfg.Endpoints = []string{"https://127.0.0.1:2379"}
 	cfg.TLS.CAFile = t.TempDir() + "/missing.pem"
-	_, err := NewClient(cfg, nil)
+	_, err := NewClient(cfg)
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, lifecycle.ErrConfig), "got %v", err)
 	var ie *lifecycle.InfraError
 	require.ErrorAs(t, err, &ie)
 	assert.Equal(t, "tls.caFile", ie.Field)
 
-	_, err = NewClient(Defaults(), nil)
+	_, err = NewClient(Defaults())
 	assert.True(t, errors.Is(err, lifecycle.ErrValidation), "an invalid config is refused: %v", err)
 }
 
@@ -100,9 +101,9 @@ func TestClientBadTLSFiles(t *testing.T) {
 // the client back well within a second of etcd answering, and logs the raw
 // clientv3 figure (default backoff) measured against the same server.
 func TestClientReconnectAfterRestart(t *testing.T) {
-	e := startEtcd(t)
-	c := cliNew(t, cliConfig(e), nil)
-	raw := rawClient(t, e)
+	e := coordtest.StartEtcd(t)
+	c := cliNew(t, cliConfig(e))
+	raw := coordtest.RawClient(t, e.Endpoints()...)
 	require.NoError(t, c.Probe(context.Background()))
 
 	e.Stop()
@@ -137,8 +138,8 @@ func TestClientReconnectAfterRestart(t *testing.T) {
 
 func TestClientAuthIsLazyAndSecret(t *testing.T) {
 	const pw = "correct-horse-battery-staple"
-	e := startEtcd(t)
-	admin := rawClient(t, e)
+	e := coordtest.StartEtcd(t)
+	admin := coordtest.RawClient(t, e.Endpoints()...)
 	ctx := context.Background()
 	_, err := admin.UserAdd(ctx, "root", "root-pw")
 	require.NoError(t, err)
@@ -162,7 +163,7 @@ func TestClientAuthIsLazyAndSecret(t *testing.T) {
 	cfg.Username, cfg.Password = "svc", pw
 	// etcd checks passwords with bcrypt, which takes seconds under -race.
 	cfg.ProbeTimeout = config.Duration(10 * time.Second)
-	good := cliNew(t, cfg, log)
+	good := cliNew(t, cfg, WithLogger(log))
 	require.NoError(t, good.Probe(ctx), "permission denied on the probe key still proves etcd answers")
 	cen := NewCenter(good)
 	_, err = cen.Set(ctx, "/config/dev/global/x", []byte(`{}`))
@@ -173,7 +174,7 @@ func TestClientAuthIsLazyAndSecret(t *testing.T) {
 
 	bad := cfg
 	bad.Password = config.Secret(pw + "-wrong")
-	wrong := cliNew(t, bad, log)
+	wrong := cliNew(t, bad, WithLogger(log))
 	_, err = NewCenter(wrong).Set(ctx, "/config/dev/global/x", []byte(`{}`))
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), pw)
@@ -183,7 +184,7 @@ func TestClientAuthIsLazyAndSecret(t *testing.T) {
 	// With etcd down, an authenticated client is still built at once.
 	e.Stop()
 	start := time.Now()
-	down := cliNew(t, cfg, log)
+	down := cliNew(t, cfg, WithLogger(log))
 	assert.Less(t, time.Since(start), 100*time.Millisecond)
 	require.Error(t, down.Probe(ctx))
 

@@ -8,12 +8,11 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
 )
-
-// component names coord in errors, logs and health reports.
-const component = "coord"
 
 // Environment variables read by LoadConfig. The etcd connection is bootstrap
 // configuration: etcd cannot tell a process where etcd is, so these come
@@ -158,7 +157,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		parsed, err := time.ParseDuration(v)
 		if err != nil {
-			return Config{}, lifecycle.ValidationError(component, d.field,
+			return Config{}, lifecycle.ValidationError(ModuleName, d.field,
 				fmt.Sprintf("%s=%q is not a duration such as \"5s\" or \"250ms\"", d.env, v))
 		}
 		*d.dst = config.Duration(parsed)
@@ -174,11 +173,11 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 // Field is the JSON name of the offending field.
 func (c Config) Validate() error {
 	if len(c.Endpoints) == 0 {
-		return lifecycle.ValidationError(component, "endpoints", "at least one etcd endpoint is required (set "+EnvEndpoints+")")
+		return lifecycle.ValidationError(ModuleName, "endpoints", "at least one etcd endpoint is required (set "+EnvEndpoints+")")
 	}
 	for i, ep := range c.Endpoints {
 		if msg := checkEndpoint(ep); msg != "" {
-			return lifecycle.ValidationError(component, fmt.Sprintf("endpoints[%d]", i), msg)
+			return lifecycle.ValidationError(ModuleName, fmt.Sprintf("endpoints[%d]", i), msg)
 		}
 	}
 	positive := []struct {
@@ -192,27 +191,27 @@ func (c Config) Validate() error {
 	}
 	for _, p := range positive {
 		if p.d <= 0 {
-			return lifecycle.ValidationError(component, p.field, fmt.Sprintf("must be positive, got %s", p.d))
+			return lifecycle.ValidationError(ModuleName, p.field, fmt.Sprintf("must be positive, got %s", p.d))
 		}
 	}
 	if c.KeepaliveTime < 0 {
-		return lifecycle.ValidationError(component, "keepaliveTime", fmt.Sprintf("must not be negative (0 disables keepalive), got %s", c.KeepaliveTime))
+		return lifecycle.ValidationError(ModuleName, "keepaliveTime", fmt.Sprintf("must not be negative (0 disables keepalive), got %s", c.KeepaliveTime))
 	}
 	if c.KeepaliveTimeout < 0 {
-		return lifecycle.ValidationError(component, "keepaliveTimeout", fmt.Sprintf("must not be negative, got %s", c.KeepaliveTimeout))
+		return lifecycle.ValidationError(ModuleName, "keepaliveTimeout", fmt.Sprintf("must not be negative, got %s", c.KeepaliveTimeout))
 	}
 	// etcd needs both to authenticate; one alone is a typo, not a choice.
 	if c.Username == "" && c.Password != "" {
-		return lifecycle.ValidationError(component, "username", "a password is set but no username")
+		return lifecycle.ValidationError(ModuleName, "username", "a password is set but no username")
 	}
 	if c.Username != "" && c.Password == "" {
-		return lifecycle.ValidationError(component, "password", "a username is set but no password")
+		return lifecycle.ValidationError(ModuleName, "password", "a username is set but no password")
 	}
 	if c.TLS.CertFile != "" && c.TLS.KeyFile == "" {
-		return lifecycle.ValidationError(component, "tls.keyFile", "tls.certFile is set but tls.keyFile is not")
+		return lifecycle.ValidationError(ModuleName, "tls.keyFile", "tls.certFile is set but tls.keyFile is not")
 	}
 	if c.TLS.KeyFile != "" && c.TLS.CertFile == "" {
-		return lifecycle.ValidationError(component, "tls.certFile", "tls.keyFile is set but tls.certFile is not")
+		return lifecycle.ValidationError(ModuleName, "tls.certFile", "tls.keyFile is set but tls.certFile is not")
 	}
 	return nil
 }
@@ -282,4 +281,29 @@ func checkHostPort(hp string) string {
 		return fmt.Sprintf("%q: port must be 1-65535", hp)
 	}
 	return ""
+}
+
+// Option configures NewClient.
+type Option func(*options)
+
+type options struct {
+	log *zap.Logger
+}
+
+// WithLogger sets the client's logger (default: none). The fx module passes
+// the app's logger for module "coord".
+func WithLogger(l *zap.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.log = l
+		}
+	}
+}
+
+func buildOptions(opts []Option) options {
+	o := options{log: zap.NewNop()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
 }

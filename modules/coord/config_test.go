@@ -156,7 +156,7 @@ func cfgRequireValidation(t *testing.T, err error, field string) {
 	require.True(t, errors.Is(err, lifecycle.ErrValidation), "want VALIDATION, got %v", err)
 	var ie *lifecycle.InfraError
 	require.True(t, errors.As(err, &ie))
-	assert.Equal(t, component, ie.Component)
+	assert.Equal(t, ModuleName, ie.Component)
 	assert.Equal(t, field, ie.Field, "error: %v", err)
 	assert.False(t, strings.Contains(err.Error(), "hunter2"))
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"go.uber.org/zap"
-
 	"github.com/gochat/im-infra/devstack"
 	"github.com/gochat/im-infra/modules/coord"
 )
@@ -36,7 +34,7 @@ func ExampleCenter_CompareAndSet() {
 	defer etcd.Close()
 	cfg := coord.Defaults()
 	cfg.Endpoints = etcd.Endpoints()
-	cli, err := coord.NewClient(cfg, zap.NewNop())
+	cli, err := coord.NewClient(cfg)
 	if err != nil {
 		panic(err)
 	}

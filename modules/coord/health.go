@@ -2,7 +2,6 @@ package coord
 
 import (
 	"context"
-	"slices"
 
 	"github.com/gochat/im-infra/lifecycle"
 )
@@ -23,7 +22,7 @@ var _ lifecycle.Checker = (*HealthChecker)(nil)
 func NewHealthChecker(c *Client) *HealthChecker { return &HealthChecker{c: c} }
 
 // Name implements lifecycle.Checker.
-func (h *HealthChecker) Name() string { return component }
+func (h *HealthChecker) Name() string { return ModuleName }
 
 // Check reports the state the client's monitor keeps current (see
 // Client.Start), so it never waits on etcd: a probe that hung on a
@@ -40,44 +39,6 @@ func (h *HealthChecker) Check(ctx context.Context) lifecycle.Status {
 			details["error"] = err.Error()
 		}
 		return lifecycle.Status{State: lifecycle.Degraded, Message: DegradedMessage, Details: details}
-	}
-	return lifecycle.Status{State: lifecycle.Healthy, Details: details}
-}
-
-// RegistryChecker reports the registry's health as "registry": healthy when
-// every registered instance is live in etcd (or none is registered),
-// degraded while one is being re-registered after losing its lease, so an
-// instance that peers cannot discover shows up in /readyz.
-type RegistryChecker struct {
-	r *Registry
-}
-
-var _ lifecycle.Checker = (*RegistryChecker)(nil)
-
-// NewRegistryChecker returns the checker for r.
-func NewRegistryChecker(r *Registry) *RegistryChecker { return &RegistryChecker{r: r} }
-
-// Name implements lifecycle.Checker.
-func (h *RegistryChecker) Name() string { return "registry" }
-
-// Check implements lifecycle.Checker; it does no I/O.
-func (h *RegistryChecker) Check(context.Context) lifecycle.Status {
-	h.r.mu.Lock()
-	var live, lost []string
-	for id, e := range h.r.entries {
-		if e.live.Load() {
-			live = append(live, id)
-		} else {
-			lost = append(lost, id)
-		}
-	}
-	h.r.mu.Unlock()
-	slices.Sort(live)
-	slices.Sort(lost)
-	details := map[string]any{"registered": live, "reregistrations": h.r.Reregistrations()}
-	if len(lost) > 0 {
-		details["reregistering"] = lost
-		return lifecycle.Status{State: lifecycle.Degraded, Message: "instance not discoverable; re-registering", Details: details}
 	}
 	return lifecycle.Status{State: lifecycle.Healthy, Details: details}
 }

@@ -2,85 +2,50 @@ package coord
 
 import (
 	"context"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/resolver"
 
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 
 	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/coord/discovery"
+	"github.com/gochat/im-infra/modules/coord/locking"
 )
 
+// ModuleName names the module in logs, health and errors.
+const ModuleName = "coord"
+
 // Module wires coord into an fx app. It needs a *zap.Logger and a
-// lifecycle.Identity and provides: Config (from IMINFRA_ETCD_*), *Client and
-// its *clientv3.Client, *Source (also as config.Source), *Center, the "coord"
-// health checker, *Registry (and its "registry" health checker), *Discovery, the "etcd" gRPC resolver.Builder,
-// *Locker and *IDAllocator (IDs of the identity's service).
+// lifecycle.Identity and provides: Config (from IMINFRA_ETCD_*), *Client,
+// the raw client as `*clientv3.Client` named "etcd", *Source (also as
+// config.Source), *Center and the "coord" health checker; and, through
+// discovery.Module and locking.Module, the registry, discovery, the gRPC
+// resolver builder, locks, elections and instance IDs.
 //
 // The client's hooks are registered when the client is constructed, which is
 // before anything that depends on it, so its OnStop (Close) runs after theirs
 // (deregistration, unlock, ID release): fx stops hooks in reverse order.
-var Module = fx.Module(component,
+var Module = fx.Module(ModuleName,
 	fx.Provide(
 		loadEnvConfig,
 		newLifecycleClient,
-		(*Client).Raw,
+		fx.Annotate((*Client).Raw, fx.ResultTags(`name:"etcd"`)),
 		fx.Annotate(NewSource, fx.As(fx.Self()), fx.As(new(config.Source))),
 		NewCenter,
-		newLifecycleRegistry,
-		newDiscovery,
-		newResolverBuilder,
-		newLifecycleLocker,
-		newLifecycleIDAllocator,
 	),
+	discovery.Module,
+	locking.Module,
 )
 
-// The constructors below register their OnStop when built, which is after
-// the client's, so each one releases its leases before the client closes.
-
-func newLifecycleRegistry(lc fx.Lifecycle, cli *clientv3.Client, log *zap.Logger, agg *lifecycle.Aggregator) *Registry {
-	r := NewRegistry(cli, log.Named(component), RegistryOptions{})
-	lc.Append(fx.Hook{OnStop: r.Close})
-	agg.Add(NewRegistryChecker(r))
-	return r
-}
-
-func newDiscovery(cli *clientv3.Client, log *zap.Logger) *Discovery {
-	return NewDiscovery(cli, log.Named(component))
-}
-
-// newResolverBuilder provides the "etcd" gRPC resolver for
-// grpc.WithResolvers; it needs a client, so it cannot be registered globally.
-func newResolverBuilder(cli *clientv3.Client) resolver.Builder { return NewResolverBuilder(cli) }
-
-func newLifecycleLocker(lc fx.Lifecycle, cli *clientv3.Client, log *zap.Logger) (*Locker, error) {
-	l, err := NewLocker(cli, log.Named(component), LockerOptions{})
-	if err != nil {
-		return nil, err
-	}
-	lc.Append(fx.Hook{OnStop: l.Close})
-	return l, nil
-}
-
-func newLifecycleIDAllocator(lc fx.Lifecycle, cli *clientv3.Client, id lifecycle.Identity, log *zap.Logger) (*IDAllocator, error) {
-	a, err := NewIDAllocator(cli, log.Named(component), IDAllocatorOptions{Service: id.Service, Holder: id.Instance})
-	if err != nil {
-		return nil, err
-	}
-	lc.Append(fx.Hook{OnStop: a.Close})
-	return a, nil
-}
-
-func loadEnvConfig(e lifecycle.Environ) (Config, error) { return LoadConfig(e.Getenv) }
+func loadEnvConfig(e lifecycle.Environ) (Config, error) { return LoadConfig(e.Env) }
 
 // newLifecycleClient builds the client (phase 1, no network) and ties it to
 // the app: OnStart probes etcd and never fails the start, because an etcd
 // outage must not stop a service that can run on its snapshot; OnStop closes
 // the client.
 func newLifecycleClient(lc fx.Lifecycle, cfg Config, log *zap.Logger, agg *lifecycle.Aggregator) (*Client, error) {
-	log = log.Named(component)
-	c, err := NewClient(cfg, log)
+	log = log.Named(ModuleName)
+	c, err := NewClient(cfg, WithLogger(log))
 	if err != nil {
 		return nil, err
 	}

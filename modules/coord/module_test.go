@@ -16,16 +16,16 @@ import (
 
 	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
 
 type cfgModuleOut struct {
 	fx.In
 	Client   *Client
-	Raw      *clientv3.Client
+	Raw      *clientv3.Client `name:"etcd"`
 	Source   config.Source
 	Own      *Source
 	Center   *Center
-	Registry *Registry
 	Health   *lifecycle.Aggregator
 }
 
@@ -42,20 +42,19 @@ func states(agg *lifecycle.Aggregator) map[string]lifecycle.State {
 var withHealth = fx.Provide(func() *lifecycle.Aggregator { return lifecycle.NewAggregator(nil, lifecycle.AggregatorOptions{}) })
 
 func TestModuleWiringAndStopOrder(t *testing.T) {
-	e := startEtcd(t)
+	e := coordtest.StartEtcd(t)
 	t.Setenv(EnvEndpoints, e.Endpoint())
 	var out cfgModuleOut
 	var clientOpenAtStop bool
 	app := fxtest.New(t,
 		Module,
-		withHealth,
-		fx.Supply(zap.NewNop(), lifecycle.ProcessEnviron()),
+		withHealth, fx.Supply(zap.NewNop(), testIdentity, lifecycle.ProcessEnviron()),
 		fx.Populate(&out),
 		// Stands in for the registry: a user of the client registers its
 		// hook later and so must stop while the client is still open.
-		fx.Invoke(func(lc fx.Lifecycle, c *clientv3.Client) {
+		fx.Invoke(fx.Annotate(func(lc fx.Lifecycle, c *clientv3.Client) {
 			lc.Append(fx.StopHook(func() { clientOpenAtStop = c.Ctx().Err() == nil }))
-		}),
+		}, fx.ParamTags(``, `name:"etcd"`))),
 	)
 	app.RequireStart()
 	assert.True(t, out.Client.Connected())
@@ -72,13 +71,13 @@ func TestModuleWiringAndStopOrder(t *testing.T) {
 }
 
 func TestModuleStartsWithEtcdDown(t *testing.T) {
-	e := startEtcd(t)
+	e := coordtest.StartEtcd(t)
 	e.Stop()
 	t.Setenv(EnvEndpoints, e.Endpoint())
 	t.Setenv(EnvProbeTimeout, "300ms")
 	core, logs := observer.New(zapcore.InfoLevel)
 	var checkers cfgModuleOut
-	app := fxtest.New(t, Module, withHealth, fx.Supply(zap.New(core), lifecycle.ProcessEnviron()), fx.Populate(&checkers))
+	app := fxtest.New(t, Module, withHealth, fx.Supply(zap.New(core), testIdentity, lifecycle.ProcessEnviron()), fx.Populate(&checkers))
 	start := time.Now()
 	app.RequireStart()
 	assert.Less(t, time.Since(start), time.Second, "start is bounded by the probe timeout")
@@ -92,8 +91,10 @@ func TestModuleStartsWithEtcdDown(t *testing.T) {
 
 func TestModuleRefusesMissingEndpoints(t *testing.T) {
 	t.Setenv(EnvEndpoints, "")
-	app := fx.New(Module, withHealth, fx.Supply(zap.NewNop(), lifecycle.ProcessEnviron()), fx.Invoke(func(*Client) {}), fx.NopLogger)
+	app := fx.New(Module, withHealth, fx.Supply(zap.NewNop(), testIdentity, lifecycle.ProcessEnviron()), fx.Invoke(func(*Client) {}), fx.NopLogger)
 	err := app.Err()
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), EnvEndpoints)
 }
+
+var testIdentity = lifecycle.Identity{Service: "svc", Env: "dev", Instance: "svc-1", Version: "dev"}

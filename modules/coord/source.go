@@ -35,8 +35,8 @@ func (s *Source) Name() string { return "etcd" }
 func (s *Source) Load(ctx context.Context, keys ...string) ([]config.Document, int64, error) {
 	if s.c.Unreachable() {
 		// The monitor is already retrying; waiting out a request timeout
-		// here would only delay a degraded boot (one timeout per component).
-		return nil, 0, lifecycle.WrapError(lifecycle.TypeConnection, component, "load", s.c.LastError(), "etcd unreachable")
+		// here would only delay a degraded boot (one timeout per ModuleName).
+		return nil, 0, lifecycle.WrapError(lifecycle.TypeConnection, ModuleName, "load", s.c.LastError(), "etcd unreachable")
 	}
 	ctx, cancel := s.c.requestCtx(ctx)
 	defer cancel()
@@ -122,17 +122,17 @@ func (s *Source) Watch(ctx context.Context, revision int64, fn func(config.Docum
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				return lifecycle.ConnectionError(component, "watch", errors.New("etcd watch channel closed")).WithField(lo)
+				return lifecycle.ConnectionError(ModuleName, "watch", errors.New("etcd watch channel closed")).WithField(lo)
 			}
 			if err := resp.Err(); err != nil {
 				s.c.noteErr(err)
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				return lifecycle.ConnectionError(component, "watch", err).WithField(lo)
+				return lifecycle.ConnectionError(ModuleName, "watch", err).WithField(lo)
 			}
 			if resp.Canceled {
-				return lifecycle.ConnectionError(component, "watch", errors.New("watch cancelled by etcd")).WithField(lo)
+				return lifecycle.ConnectionError(ModuleName, "watch", errors.New("watch cancelled by etcd")).WithField(lo)
 			}
 			for _, ev := range resp.Events {
 				k := string(ev.Kv.Key)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
 
 // cfgWatch runs src.Watch in a goroutine owned by the test and collects the
@@ -68,15 +69,15 @@ func (w *cfgWatch) waitFor(t *testing.T, n int, within time.Duration) []config.D
 }
 
 func TestSourceLoadSnapshot(t *testing.T) {
-	e := startEtcd(t)
-	raw := rawClient(t, e)
+	e := coordtest.StartEtcd(t)
+	raw := coordtest.RawClient(t, e.Endpoints()...)
 	ctx := context.Background()
 	_, err := raw.Put(ctx, "/config/dev/global/a", `{"x":1}`)
 	require.NoError(t, err)
 	put, err := raw.Put(ctx, "/config/dev/svc/a", ``)
 	require.NoError(t, err)
 
-	src := NewSource(cliNew(t, cliConfig(e), nil))
+	src := NewSource(cliNew(t, cliConfig(e)))
 	assert.Equal(t, "etcd", src.Name())
 	docs, rev, err := src.Load(ctx, "/config/dev/global/a", "/config/dev/svc/a", "/config/dev/missing")
 	require.NoError(t, err)
@@ -105,11 +106,11 @@ func TestSourceLoadSnapshot(t *testing.T) {
 // TestSourceWatchNoGap writes while Load and Watch start and checks that every
 // write after Load's revision arrives once, in order.
 func TestSourceWatchNoGap(t *testing.T) {
-	e := startEtcd(t)
-	raw := rawClient(t, e)
+	e := coordtest.StartEtcd(t)
+	raw := coordtest.RawClient(t, e.Endpoints()...)
 	ctx := context.Background()
 	keys := []string{"/config/dev/global/c", "/config/dev/svc/c"}
-	src := NewSource(cliNew(t, cliConfig(e), nil))
+	src := NewSource(cliNew(t, cliConfig(e)))
 
 	const n = 200
 	writes := make(chan int64, n)
@@ -162,11 +163,11 @@ func TestSourceWatchNoGap(t *testing.T) {
 }
 
 func TestSourceWatchCompacted(t *testing.T) {
-	e := startEtcd(t)
-	raw := rawClient(t, e)
+	e := coordtest.StartEtcd(t)
+	raw := coordtest.RawClient(t, e.Endpoints()...)
 	ctx := context.Background()
 	key := "/config/dev/svc/compact"
-	src := NewSource(cliNew(t, cliConfig(e), nil))
+	src := NewSource(cliNew(t, cliConfig(e)))
 	_, rev, err := src.Load(ctx, key)
 	require.NoError(t, err)
 	var last int64
@@ -178,7 +179,7 @@ func TestSourceWatchCompacted(t *testing.T) {
 	_, err = raw.Compact(ctx, last)
 	require.NoError(t, err)
 
-	err = NewSource(cliNew(t, cliConfig(e), nil)).Watch(ctx, rev, func(config.Document) {
+	err = NewSource(cliNew(t, cliConfig(e))).Watch(ctx, rev, func(config.Document) {
 		t.Error("no document may be delivered from a compacted revision")
 	}, key)
 	require.Error(t, err)
@@ -187,8 +188,8 @@ func TestSourceWatchCompacted(t *testing.T) {
 }
 
 func TestSourceWatchClientClosed(t *testing.T) {
-	e := startEtcd(t)
-	c := cliNew(t, cliConfig(e), nil)
+	e := coordtest.StartEtcd(t)
+	c := cliNew(t, cliConfig(e))
 	src := NewSource(c)
 	_, rev, err := src.Load(context.Background(), "k")
 	require.NoError(t, err)
@@ -210,11 +211,11 @@ func TestSourceWatchClientClosed(t *testing.T) {
 // either resumes (clientv3 reopens the stream from the next revision) or
 // returns an error so the caller reloads; in both cases nothing is missed.
 func TestSourceWatchAcrossRestart(t *testing.T) {
-	e := startEtcd(t)
-	raw := rawClient(t, e)
+	e := coordtest.StartEtcd(t)
+	raw := coordtest.RawClient(t, e.Endpoints()...)
 	ctx := context.Background()
 	key := "/config/dev/svc/restart"
-	src := NewSource(cliNew(t, cliConfig(e), nil))
+	src := NewSource(cliNew(t, cliConfig(e)))
 	_, err := raw.Put(ctx, key, "before")
 	require.NoError(t, err)
 	_, rev, err := src.Load(ctx, key)
@@ -267,7 +268,7 @@ func TestSourceWatchAcrossRestart(t *testing.T) {
 	back := time.Now()
 	// A fresh client writes: raw's own reconnect backoff would otherwise
 	// delay the write itself, and we measure the watcher, not the writer.
-	_, err = rawClient(t, e).Put(ctx, key, "v2")
+	_, err = coordtest.RawClient(t, e.Endpoints()...).Put(ctx, key, "v2")
 	require.NoError(t, err)
 	put := time.Now()
 	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return !seen["v2"].IsZero() }, 10*time.Second, time.Millisecond)
@@ -286,11 +287,11 @@ func TestSourceWatchAcrossRestart(t *testing.T) {
 }
 
 func TestSourceLoadEtcdDown(t *testing.T) {
-	e := startEtcd(t)
+	e := coordtest.StartEtcd(t)
 	e.Stop()
 	cfg := cliConfig(e)
 	cfg.RequestTimeout = config.Duration(300 * time.Millisecond)
-	src := NewSource(cliNew(t, cfg, nil))
+	src := NewSource(cliNew(t, cfg))
 	start := time.Now()
 	_, _, err := src.Load(context.Background(), "k")
 	require.Error(t, err)
@@ -320,9 +321,9 @@ var cfgIdentity = lifecycle.Identity{Service: "svc", Env: "dev", Instance: "svc-
 // TestSourceValueBootEtcdDown boots a config.Value on this Source with etcd
 // down, then brings etcd up and checks its config is applied.
 func TestSourceValueBootEtcdDown(t *testing.T) {
-	e := startEtcd(t)
+	e := coordtest.StartEtcd(t)
 	e.Stop()
-	c := cliNew(t, cliConfig(e), nil)
+	c := cliNew(t, cliConfig(e))
 	v := config.NewValue[cfgSchema]("comp", NewSource(c), cfgIdentity)
 
 	// As the fx module does: the client's probe first, then the loads,
@@ -339,7 +340,7 @@ func TestSourceValueBootEtcdDown(t *testing.T) {
 
 	require.NoError(t, e.Restart())
 	back := time.Now()
-	_, err := rawClient(t, e).Put(context.Background(), config.Key("dev", "svc", "comp"), `{"n":7}`)
+	_, err := coordtest.RawClient(t, e.Endpoints()...).Put(context.Background(), config.Key("dev", "svc", "comp"), `{"n":7}`)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return v.Get().N == 7 && !v.Degraded() }, 5*time.Second, 5*time.Millisecond)
 	t.Logf("probe + Value.Start with etcd down took %v; etcd's config applied %v after etcd was back", took, time.Since(back))

@@ -15,13 +15,14 @@ import (
 
 	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/devstack"
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
 
 // valueOn starts a config.Value of component "comp" for svc/dev on e, the
 // way the fx module does: the client's probe and monitor first.
 func valueOn(t *testing.T, e *devstack.Etcd, log *zap.Logger) *config.Value[cfgSchema] {
 	t.Helper()
-	c := cliNew(t, cliConfig(e), nil)
+	c := cliNew(t, cliConfig(e))
 	_ = c.Start(context.Background())
 	opts := []config.ValueOption{config.WithRetry(20*time.Millisecond, 200*time.Millisecond)}
 	if log != nil {
@@ -67,7 +68,7 @@ func etcdState(t *testing.T, cli *clientv3.Client) cfgSchema {
 }
 
 func TestValueCompactionWhileDisconnected(t *testing.T) {
-	e := startEtcd(t)
+	e := coordtest.StartEtcd(t)
 	direct := directClient(t, e)
 	ctx := context.Background()
 	_, err := direct.Put(ctx, valGlobal, `{"n":2}`)
@@ -98,7 +99,7 @@ func TestValueCompactionWhileDisconnected(t *testing.T) {
 }
 
 func TestValueWatchResumesWithoutGapsAfterRestart(t *testing.T) {
-	e := startEtcd(t)
+	e := coordtest.StartEtcd(t)
 	v := valueOn(t, e, nil)
 	var (
 		mu    sync.Mutex
@@ -114,7 +115,7 @@ func TestValueWatchResumesWithoutGapsAfterRestart(t *testing.T) {
 		}
 		seen = append(seen, n.N)
 	})()
-	writer := rawClient(t, e)
+	writer := coordtest.RawClient(t, e.Endpoints()...)
 	ctx := context.Background()
 	for i := 1; i <= 20; i++ {
 		_, err := writer.Put(ctx, valService, fmt.Sprintf(`{"n":%d}`, i))
@@ -137,8 +138,8 @@ func TestValueWatchResumesWithoutGapsAfterRestart(t *testing.T) {
 }
 
 func TestValueOnEtcdRefusesBadDocumentsAndFallsBack(t *testing.T) {
-	e := startEtcd(t)
-	writer := rawClient(t, e)
+	e := coordtest.StartEtcd(t)
+	writer := coordtest.RawClient(t, e.Endpoints()...)
 	ctx := context.Background()
 	_, err := writer.Put(ctx, valGlobal, `{"n":4}`)
 	require.NoError(t, err)

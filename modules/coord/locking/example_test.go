@@ -1,4 +1,4 @@
-package coord_test
+package locking_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gochat/im-infra/devstack"
-	"github.com/gochat/im-infra/modules/coord"
+	"github.com/gochat/im-infra/modules/coord/locking"
 )
 
 // A job runs on one instance at a time, and its writes are fenced: if the
@@ -29,7 +29,7 @@ func ExampleLocker() {
 	defer cli.Close()
 	ctx := context.Background()
 
-	locker, err := coord.NewLocker(cli, zap.NewNop(), coord.LockerOptions{Prefix: "/example-locks/"})
+	locker, err := locking.NewLocker(cli, locking.Config{}.Defaults())
 	if err != nil {
 		panic(err)
 	}
@@ -38,7 +38,7 @@ func ExampleLocker() {
 		panic(err)
 	}
 	_, err = locker.TryAcquire(ctx, "daily-report", 10*time.Second)
-	fmt.Println("second holder refused:", errors.Is(err, coord.ErrLockHeld))
+	fmt.Println("second holder refused:", errors.Is(err, locking.ErrLockHeld))
 
 	// The fenced write commits only while this holder still owns the lock.
 	if _, err := lock.Guard(ctx, clientv3.OpPut("/example/report/status", "done")); err != nil {
@@ -50,7 +50,7 @@ func ExampleLocker() {
 	}
 	<-lock.Done()
 	_, err = lock.Guard(ctx, clientv3.OpPut("/example/report/status", "late"))
-	fmt.Println("write after unlock refused:", errors.Is(err, coord.ErrLockLost))
+	fmt.Println("write after unlock refused:", errors.Is(err, locking.ErrLockLost))
 	// Output:
 	// second holder refused: true
 	// fenced write done

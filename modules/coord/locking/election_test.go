@@ -1,4 +1,4 @@
-package coord
+package locking
 
 import (
 	"context"
@@ -9,13 +9,15 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
 
-// elTestElection is a candidate on its own client, closed at cleanup.
-func elTestElection(t *testing.T, cli *clientv3.Client, ttl time.Duration) *Election {
+// newTestElection is a candidate on its own client, closed at cleanup.
+func newTestElection(t *testing.T, cli *clientv3.Client, ttl time.Duration) *Election {
 	t.Helper()
-	e, err := NewElection(cli, nopLogger(), t.Name()[len("TestElection"):]+"-el", ttl)
+	e, err := NewElection(cli, t.Name()[len("TestElection"):]+"-el", testConfig(t, ttl))
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -25,8 +27,8 @@ func elTestElection(t *testing.T, cli *clientv3.Client, ttl time.Duration) *Elec
 	return e
 }
 
-// elNext reads the next observed value or fails after 5s.
-func elNext(t *testing.T, ch <-chan string) string {
+// nextLeader reads the next observed value or fails after 5s.
+func nextLeader(t *testing.T, ch <-chan string) string {
 	t.Helper()
 	select {
 	case v, ok := <-ch:
@@ -39,8 +41,8 @@ func elNext(t *testing.T, ch <-chan string) string {
 }
 
 func TestElectionValidation(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
 	tests := []struct {
 		name  string
 		cli   *clientv3.Client
@@ -51,12 +53,14 @@ func TestElectionValidation(t *testing.T) {
 		{"nil client", nil, "x", time.Second, "client"},
 		{"empty name", cli, "", time.Second, "name"},
 		{"nested name", cli, "a/b", time.Second, "name"},
-		{"zero ttl", cli, "x", 0, "ttl"},
-		{"sub-second ttl", cli, "x", 999 * time.Millisecond, "ttl"},
+		{"zero ttl", cli, "x", 0, "election.ttl"},
+		{"sub-second ttl", cli, "x", 999 * time.Millisecond, "election.ttl"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			el, err := NewElection(tc.cli, nil, tc.ename, tc.ttl)
+			cfg := Config{}.Defaults()
+			cfg.Election.TTL = config.Duration(tc.ttl)
+			el, err := NewElection(tc.cli, tc.ename, cfg)
 			assert.Nil(t, el)
 			require.ErrorIs(t, err, lifecycle.ErrValidation)
 			var ie *lifecycle.InfraError
@@ -67,16 +71,16 @@ func TestElectionValidation(t *testing.T) {
 }
 
 func TestElectionHandover(t *testing.T) {
-	e := startEtcd(t)
-	c1 := elTestElection(t, rawClient(t, e), 2*time.Second)
-	c2 := elTestElection(t, rawClient(t, e), 2*time.Second)
-	watcher := elTestElection(t, rawClient(t, e), 2*time.Second)
+	e := coordtest.StartEtcd(t)
+	c1 := newTestElection(t, coordtest.RawClient(t, e.Endpoints()...), 2*time.Second)
+	c2 := newTestElection(t, coordtest.RawClient(t, e.Endpoints()...), 2*time.Second)
+	watcher := newTestElection(t, coordtest.RawClient(t, e.Endpoints()...), 2*time.Second)
 	ctx := context.Background()
 
 	_, err := watcher.Leader(ctx)
 	require.ErrorIs(t, err, ErrNoLeader)
 	assert.False(t, c1.IsLeader())
-	assert.True(t, lkClosed(c1.Done()), "Done of a non-leader is closed")
+	assert.True(t, isClosed(c1.Done()), "Done of a non-leader is closed")
 
 	octx, stopObserve := context.WithCancel(ctx)
 	defer stopObserve()
@@ -84,7 +88,7 @@ func TestElectionHandover(t *testing.T) {
 
 	require.NoError(t, c1.Campaign(ctx, "one"))
 	assert.True(t, c1.IsLeader())
-	assert.Equal(t, "one", elNext(t, obs))
+	assert.Equal(t, "one", nextLeader(t, obs))
 	v, err := c2.Leader(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, "one", v)
@@ -99,13 +103,13 @@ func TestElectionHandover(t *testing.T) {
 
 	// Campaign while leading replaces the announced value.
 	require.NoError(t, c1.Campaign(ctx, "one-b"))
-	assert.Equal(t, "one-b", elNext(t, obs))
+	assert.Equal(t, "one-b", nextLeader(t, obs))
 	_, err = c1.Guard(ctx, clientv3.OpPut("/test-data/"+t.Name(), "by-one"))
 	require.NoError(t, err)
 
 	done1 := c1.Done()
 	require.NoError(t, c1.Resign(ctx))
-	assert.True(t, lkClosed(done1))
+	assert.True(t, isClosed(done1))
 	select {
 	case err := <-won:
 		require.NoError(t, err)
@@ -114,7 +118,7 @@ func TestElectionHandover(t *testing.T) {
 	}
 	assert.True(t, c2.IsLeader())
 	assert.False(t, c1.IsLeader())
-	assert.Equal(t, "two", elNext(t, obs))
+	assert.Equal(t, "two", nextLeader(t, obs))
 	_, err = c1.Guard(ctx, clientv3.OpPut("/test-data/"+t.Name(), "stale"))
 	require.ErrorIs(t, err, ErrNotLeader)
 	_, err = c2.Guard(ctx, clientv3.OpPut("/test-data/"+t.Name(), "by-two"))
@@ -135,10 +139,10 @@ func TestElectionHandover(t *testing.T) {
 }
 
 func TestElectionCancelledCampaignLeavesNoKey(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	leader := elTestElection(t, cli, 2*time.Second)
-	waiter := elTestElection(t, rawClient(t, e), 2*time.Second)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	leader := newTestElection(t, cli, 2*time.Second)
+	waiter := newTestElection(t, coordtest.RawClient(t, e.Endpoints()...), 2*time.Second)
 	ctx := context.Background()
 	require.NoError(t, leader.Campaign(ctx, "a"))
 
@@ -146,21 +150,21 @@ func TestElectionCancelledCampaignLeavesNoKey(t *testing.T) {
 	defer cancel()
 	err := waiter.Campaign(cctx, "b")
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	assert.Len(t, lkKeys(t, cli, ElectionPrefix+waiter.Name()+"/"), 1)
+	assert.Len(t, keysUnder(t, cli, testConfig(t, 0).Election.Prefix+waiter.Name()+"/"), 1)
 	assert.False(t, waiter.IsLeader())
 }
 
 func TestElectionDoneOnLeaseLoss(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	c1 := elTestElection(t, rawClient(t, e), time.Second)
-	c2 := elTestElection(t, rawClient(t, e), time.Second)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	c1 := newTestElection(t, coordtest.RawClient(t, e.Endpoints()...), time.Second)
+	c2 := newTestElection(t, coordtest.RawClient(t, e.Endpoints()...), time.Second)
 	ctx := context.Background()
 
 	require.NoError(t, c1.Campaign(ctx, "one"))
-	keys := lkKeys(t, cli, ElectionPrefix+c1.Name()+"/")
+	keys := keysUnder(t, cli, testConfig(t, 0).Election.Prefix+c1.Name()+"/")
 	require.Len(t, keys, 1)
-	_, err := cli.Revoke(ctx, lkLeaseOf(t, keys[0]))
+	_, err := cli.Revoke(ctx, leaseOf(t, keys[0]))
 	require.NoError(t, err)
 	select {
 	case <-c1.Done():

@@ -1,4 +1,4 @@
-package coord_test
+package discovery_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gochat/im-infra/devstack"
-	"github.com/gochat/im-infra/modules/coord"
+	"github.com/gochat/im-infra/modules/coord/discovery"
 )
 
 // regExampleEtcd starts an embedded etcd and a client on it for an example.
@@ -34,8 +34,11 @@ func ExampleRegistry() {
 	defer stop()
 	ctx := context.Background()
 
-	reg := coord.NewRegistry(cli, zap.NewNop(), coord.RegistryOptions{TTL: 10 * time.Second})
-	err := reg.Register(ctx, coord.ServiceInstance{
+	reg, err := discovery.NewRegistry(cli, discovery.Config{}.Defaults())
+	if err != nil {
+		panic(err)
+	}
+	err = reg.Register(ctx, discovery.ServiceInstance{
 		ID: "im-repo-0", Name: "im-repo", Addr: "10.0.0.7:9000",
 		Metadata: map[string]string{"zone": "z1"},
 	})
@@ -43,7 +46,7 @@ func ExampleRegistry() {
 		panic(err)
 	}
 
-	instances, err := coord.NewDiscovery(cli, zap.NewNop()).Discover(ctx, "im-repo")
+	instances, err := discovery.NewDiscovery(cli).Discover(ctx, "im-repo")
 	if err != nil {
 		panic(err)
 	}
@@ -65,20 +68,23 @@ func ExampleDiscovery_Watch() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	reg := coord.NewRegistry(cli, zap.NewNop(), coord.RegistryOptions{})
+	reg, err := discovery.NewRegistry(cli, discovery.Config{}.Defaults())
+	if err != nil {
+		panic(err)
+	}
 	defer func() { _ = reg.Close(context.Background()) }()
-	if err := reg.Register(ctx, coord.ServiceInstance{ID: "a", Name: "im-logic", Addr: "10.0.0.1:9000"}); err != nil {
+	if err := reg.Register(ctx, discovery.ServiceInstance{ID: "a", Name: "im-logic", Addr: "10.0.0.1:9000"}); err != nil {
 		panic(err)
 	}
 
-	events, err := coord.NewDiscovery(cli, zap.NewNop()).Watch(ctx, "im-logic")
+	events, err := discovery.NewDiscovery(cli).Watch(ctx, "im-logic")
 	if err != nil {
 		panic(err)
 	}
 	ev := <-events
 	fmt.Println(ev.Type, ev.Instance.ID)
 
-	if err := reg.Register(ctx, coord.ServiceInstance{ID: "b", Name: "im-logic", Addr: "10.0.0.2:9000"}); err != nil {
+	if err := reg.Register(ctx, discovery.ServiceInstance{ID: "b", Name: "im-logic", Addr: "10.0.0.2:9000"}); err != nil {
 		panic(err)
 	}
 	ev = <-events
@@ -101,7 +107,7 @@ func ExampleNewResolverBuilder() {
 	defer stop()
 
 	conn, err := grpc.NewClient("etcd:///im-repo",
-		grpc.WithResolvers(coord.NewResolverBuilder(cli)),
+		grpc.WithResolvers(discovery.NewResolverBuilder(cli)),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

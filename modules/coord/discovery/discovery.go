@@ -1,4 +1,4 @@
-package coord
+package discovery
 
 import (
 	"context"
@@ -56,24 +56,21 @@ type Discovery struct {
 }
 
 // NewDiscovery returns a Discovery reading through cli. It does no I/O.
-func NewDiscovery(cli *clientv3.Client, log *zap.Logger) *Discovery {
-	if log == nil {
-		log = zap.NewNop()
-	}
-	return &Discovery{cli: cli, log: log}
+func NewDiscovery(cli *clientv3.Client, opts ...Option) *Discovery {
+	return &Discovery{cli: cli, log: buildOptions(opts).log}
 }
 
 // Discover returns the instances of service name registered now, sorted by
 // ID. The read is linearizable, so an instance whose Register returned is
 // always included. Entries that cannot be decoded are skipped and logged.
 func (d *Discovery) Discover(ctx context.Context, name string) ([]ServiceInstance, error) {
-	if err := regValidateName(name); err != nil {
+	if err := validateName(name); err != nil {
 		return nil, err
 	}
-	w := regWatcher{cli: d.cli, log: d.log, name: name, prefix: ServiceKeyPrefix + name + "/"}
+	w := watcher{cli: d.cli, log: d.log, name: name, prefix: ServiceKeyPrefix + name + "/"}
 	resp, err := d.cli.Get(ctx, w.prefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, regEtcdError("discover", err)
+		return nil, etcdError(ModuleName, "discover", err)
 	}
 	// etcd returns a range in key order and the ID is the last key element,
 	// so the result is already sorted by ID.
@@ -86,9 +83,9 @@ func (d *Discovery) Discover(ctx context.Context, name string) ([]ServiceInstanc
 	return out, nil
 }
 
-// regWatchLoadTimeout bounds Watch's initial read: the ctx given to Watch
+// watchLoadTimeout bounds Watch's initial read: the ctx given to Watch
 // lives as long as the subscription, so it cannot bound the read itself.
-const regWatchLoadTimeout = 5 * time.Second
+const watchLoadTimeout = 5 * time.Second
 
 // Watch streams changes to the instances of service name. It first reads the
 // current set and sends each instance as InstanceAdded, then every later
@@ -99,15 +96,15 @@ const regWatchLoadTimeout = 5 * time.Second
 // when ctx ends (or the client is closed); a slow reader delays, not loses,
 // events. The initial read's error, if any, is returned.
 func (d *Discovery) Watch(ctx context.Context, name string) (<-chan DiscoveryEvent, error) {
-	if err := regValidateName(name); err != nil {
+	if err := validateName(name); err != nil {
 		return nil, err
 	}
-	w := regNewWatcher(d.cli, d.log, name)
-	loadCtx, cancel := context.WithTimeout(ctx, regWatchLoadTimeout)
+	w := newWatcher(d.cli, d.log, name)
+	loadCtx, cancel := context.WithTimeout(ctx, watchLoadTimeout)
 	snap, rev, err := w.load(loadCtx)
 	cancel()
 	if err != nil {
-		return nil, regEtcdError("watch", err)
+		return nil, etcdError(ModuleName, "watch", err)
 	}
 	initial := w.apply(snap)
 
@@ -133,9 +130,9 @@ func (d *Discovery) Watch(ctx context.Context, name string) (<-chan DiscoveryEve
 	return out, nil
 }
 
-// regWatcher keeps the known set of one service's instances in step with
+// watcher keeps the known set of one service's instances in step with
 // etcd across watch failures and compactions. It is used by one goroutine.
-type regWatcher struct {
+type watcher struct {
 	cli    *clientv3.Client
 	log    *zap.Logger
 	name   string
@@ -146,8 +143,8 @@ type regWatcher struct {
 	onLoadError func(error)
 }
 
-func regNewWatcher(cli *clientv3.Client, log *zap.Logger, name string) *regWatcher {
-	return &regWatcher{
+func newWatcher(cli *clientv3.Client, log *zap.Logger, name string) *watcher {
+	return &watcher{
 		cli:    cli,
 		log:    log,
 		name:   name,
@@ -157,7 +154,7 @@ func regNewWatcher(cli *clientv3.Client, log *zap.Logger, name string) *regWatch
 }
 
 // load reads the current instances and the revision they were read at.
-func (w *regWatcher) load(ctx context.Context) (map[string]ServiceInstance, int64, error) {
+func (w *watcher) load(ctx context.Context) (map[string]ServiceInstance, int64, error) {
 	resp, err := w.cli.Get(ctx, w.prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, err
@@ -171,15 +168,15 @@ func (w *regWatcher) load(ctx context.Context) (map[string]ServiceInstance, int6
 	return snap, resp.Header.Revision, nil
 }
 
-func (w *regWatcher) decode(key, value []byte) (ServiceInstance, bool) {
+func (w *watcher) decode(key, value []byte) (ServiceInstance, bool) {
 	id := strings.TrimPrefix(string(key), w.prefix)
 	if id == "" || strings.Contains(id, "/") {
 		// Not an instance key of this service (a nested path someone wrote).
 		return ServiceInstance{}, false
 	}
-	inst, err := regDecode(w.name, id, value)
+	inst, err := decode(w.name, id, value)
 	if err != nil {
-		w.log.Warn("coord: skipping undecodable service instance", zap.String("key", string(key)), zap.Error(err))
+		w.log.Warn("skipping undecodable service instance", zap.String("key", string(key)), zap.Error(err))
 		return ServiceInstance{}, false
 	}
 	return inst, true
@@ -187,7 +184,7 @@ func (w *regWatcher) decode(key, value []byte) (ServiceInstance, bool) {
 
 // apply replaces the known set with snap and returns the difference as
 // events: Removed first, then Added and Updated in ID order.
-func (w *regWatcher) apply(snap map[string]ServiceInstance) []DiscoveryEvent {
+func (w *watcher) apply(snap map[string]ServiceInstance) []DiscoveryEvent {
 	var events []DiscoveryEvent
 	for _, id := range slices.Sorted(maps.Keys(w.known)) {
 		if _, ok := snap[id]; !ok {
@@ -200,7 +197,7 @@ func (w *regWatcher) apply(snap map[string]ServiceInstance) []DiscoveryEvent {
 		switch {
 		case !ok:
 			events = append(events, DiscoveryEvent{Type: InstanceAdded, Instance: inst})
-		case !regSameInstance(old, inst):
+		case !sameInstance(old, inst):
 			events = append(events, DiscoveryEvent{Type: InstanceUpdated, Instance: inst})
 		}
 	}
@@ -210,7 +207,7 @@ func (w *regWatcher) apply(snap map[string]ServiceInstance) []DiscoveryEvent {
 
 // event folds one etcd event into the known set. A put that changes nothing
 // (a re-registration after a lost lease rewrites the same value) is no event.
-func (w *regWatcher) event(ev *clientv3.Event) (DiscoveryEvent, bool) {
+func (w *watcher) event(ev *clientv3.Event) (DiscoveryEvent, bool) {
 	switch ev.Type {
 	case clientv3.EventTypePut:
 		inst, ok := w.decode(ev.Kv.Key, ev.Kv.Value)
@@ -222,7 +219,7 @@ func (w *regWatcher) event(ev *clientv3.Event) (DiscoveryEvent, bool) {
 		switch {
 		case !had:
 			return DiscoveryEvent{Type: InstanceAdded, Instance: inst}, true
-		case !regSameInstance(old, inst):
+		case !sameInstance(old, inst):
 			return DiscoveryEvent{Type: InstanceUpdated, Instance: inst}, true
 		}
 	case clientv3.EventTypeDelete:
@@ -239,24 +236,24 @@ func (w *regWatcher) event(ev *clientv3.Event) (DiscoveryEvent, bool) {
 // events to sink until ctx ends, the client closes or sink returns false.
 // loaded tells sink that the batch came from a full re-read (it may be empty).
 // Failures are retried with jittered backoff, never in a tight loop.
-func (w *regWatcher) run(ctx context.Context, rev int64, sink func(events []DiscoveryEvent, loaded bool) bool) {
+func (w *watcher) run(ctx context.Context, rev int64, sink func(events []DiscoveryEvent, loaded bool) bool) {
 	const retryMin, retryMax = 100 * time.Millisecond, 5 * time.Second
 	attempt := 0
 	for {
 		if rev == 0 {
-			loadCtx, cancel := context.WithTimeout(ctx, regWatchLoadTimeout)
+			loadCtx, cancel := context.WithTimeout(ctx, watchLoadTimeout)
 			snap, r, err := w.load(loadCtx)
 			cancel()
 			if err != nil {
-				if w.regStopped(ctx) {
+				if w.stopped(ctx) {
 					return
 				}
-				w.log.Warn("coord: reading service instances failed; retrying",
+				w.log.Warn("reading service instances failed; retrying",
 					zap.String("service", w.name), zap.Int("attempt", attempt+1), zap.Error(err))
 				if w.onLoadError != nil {
-					w.onLoadError(regEtcdError("watch", err))
+					w.onLoadError(etcdError(ModuleName, "watch", err))
 				}
-				if !w.regSleep(ctx, regBackoff(attempt, retryMin, retryMax)) {
+				if !w.sleep(ctx, backoff(attempt, retryMin, retryMax)) {
 					return
 				}
 				attempt++
@@ -270,7 +267,7 @@ func (w *regWatcher) run(ctx context.Context, rev int64, sink func(events []Disc
 		}
 
 		next, err := w.follow(ctx, rev, sink)
-		if next == -1 || w.regStopped(ctx) {
+		if next == -1 || w.stopped(ctx) {
 			return
 		}
 		if next > rev {
@@ -280,12 +277,12 @@ func (w *regWatcher) run(ctx context.Context, rev int64, sink func(events []Disc
 		}
 		rev = next
 		if rev == 0 {
-			w.log.Warn("coord: service watch compacted; re-reading instances", zap.String("service", w.name), zap.Error(err))
+			w.log.Warn("service watch compacted; re-reading instances", zap.String("service", w.name), zap.Error(err))
 		} else {
-			w.log.Warn("coord: service watch interrupted; resuming",
+			w.log.Warn("service watch interrupted; resuming",
 				zap.String("service", w.name), zap.Int64("revision", rev), zap.Error(err))
 		}
-		if !w.regSleep(ctx, regBackoff(attempt, retryMin, retryMax)) {
+		if !w.sleep(ctx, backoff(attempt, retryMin, retryMax)) {
 			return
 		}
 		attempt++
@@ -295,7 +292,7 @@ func (w *regWatcher) run(ctx context.Context, rev int64, sink func(events []Disc
 // follow runs one etcd watch from rev. It returns the revision to resume
 // from, 0 when the history is compacted (re-read needed), or -1 when sink
 // asked to stop.
-func (w *regWatcher) follow(ctx context.Context, rev int64, sink func([]DiscoveryEvent, bool) bool) (int64, error) {
+func (w *watcher) follow(ctx context.Context, rev int64, sink func([]DiscoveryEvent, bool) bool) (int64, error) {
 	// WithRequireLeader makes a member cut off from its cluster end the
 	// watch instead of silently serving nothing; it is then re-established.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -324,14 +321,14 @@ func (w *regWatcher) follow(ctx context.Context, rev int64, sink func([]Discover
 	return rev, errors.New("watch channel closed")
 }
 
-// regStopped reports whether the watch should end: its ctx is done or the
+// stopped reports whether the watch should end: its ctx is done or the
 // client it reads through is closed.
-func (w *regWatcher) regStopped(ctx context.Context) bool {
+func (w *watcher) stopped(ctx context.Context) bool {
 	return ctx.Err() != nil || w.cli.Ctx().Err() != nil
 }
 
-// regSleep waits d; false means stop instead.
-func (w *regWatcher) regSleep(ctx context.Context, d time.Duration) bool {
+// sleep waits d; false means stop instead.
+func (w *watcher) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -344,11 +341,11 @@ func (w *regWatcher) regSleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func regSameInstance(a, b ServiceInstance) bool {
+func sameInstance(a, b ServiceInstance) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Addr == b.Addr && maps.Equal(a.Metadata, b.Metadata)
 }
 
-func regSorted(set map[string]ServiceInstance) []ServiceInstance {
+func sortedInstances(set map[string]ServiceInstance) []ServiceInstance {
 	out := make([]ServiceInstance, 0, len(set))
 	for _, id := range slices.Sorted(maps.Keys(set)) {
 		out = append(out, set[id])

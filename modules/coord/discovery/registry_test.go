@@ -1,4 +1,4 @@
-package coord
+package discovery
 
 import (
 	"context"
@@ -13,27 +13,46 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
+
+// testOpts is a Config for tests: zero fields keep their defaults.
+type testOpts struct{ TTL, RetryMin, RetryMax, RequestTimeout time.Duration }
+
+func (o testOpts) config() Config {
+	c := Config{}.Defaults()
+	for _, f := range []struct {
+		src time.Duration
+		dst *config.Duration
+	}{{o.TTL, &c.TTL}, {o.RetryMin, &c.RetryMin}, {o.RetryMax, &c.RetryMax}, {o.RequestTimeout, &c.RequestTimeout}} {
+		if f.src != 0 {
+			*f.dst = config.Duration(f.src)
+		}
+	}
+	return c
+}
+
+// newTestRegistry builds a Registry on cli with o, or fails t.
+func newTestRegistry(t testing.TB, cli *clientv3.Client, o testOpts, opts ...Option) *Registry {
+	t.Helper()
+	r, err := NewRegistry(cli, o.config(), opts...)
+	require.NoError(t, err)
+	return r
+}
 
 // regTestRegistry returns a Registry on cli that is closed at cleanup, before
 // the client (cleanups run last-in first-out).
-func regTestRegistry(t testing.TB, cli *clientv3.Client, opts RegistryOptions) *Registry {
+func regTestRegistry(t testing.TB, cli *clientv3.Client, o testOpts) *Registry {
 	t.Helper()
-	r := NewRegistry(cli, nopLogger(), opts)
+	r := newTestRegistry(t, cli, o)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = r.Close(ctx)
 	})
 	return r
-}
-
-func regTestCtx(t testing.TB, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func TestRegistryValidation(t *testing.T) {
@@ -66,7 +85,8 @@ func TestRegistryValidation(t *testing.T) {
 	}
 	// Validation happens before any I/O, so a client that never connects
 	// proves Register does not reach etcd with bad input.
-	r := NewRegistry(nil, nil, RegistryOptions{})
+	r := &Registry{entries: map[string]*entry{}}
+	r.setConfig(Config{}.Defaults())
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			inst := good
@@ -81,7 +101,7 @@ func TestRegistryValidation(t *testing.T) {
 			var ie *lifecycle.InfraError
 			require.ErrorAs(t, err, &ie)
 			assert.Equal(t, tt.field, ie.Field)
-			assert.Equal(t, "coord", ie.Component)
+			assert.Equal(t, RegistryComponent, ie.Component)
 
 			err = r.Register(context.Background(), inst)
 			assert.ErrorIs(t, err, lifecycle.ErrValidation)
@@ -90,11 +110,11 @@ func TestRegistryValidation(t *testing.T) {
 }
 
 func TestRegistryRegisterDiscoverDeregister(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	reg := regTestRegistry(t, cli, RegistryOptions{TTL: 5 * time.Second})
-	disc := NewDiscovery(cli, nopLogger())
-	ctx := regTestCtx(t, 10*time.Second)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	reg := regTestRegistry(t, cli, testOpts{TTL: 5 * time.Second})
+	disc := NewDiscovery(cli)
+	ctx := coordtest.Ctx(t, 10*time.Second)
 
 	a := ServiceInstance{ID: "a", Name: "reg-basic", Addr: "10.0.0.1:9000", Metadata: map[string]string{"zone": "z1"}}
 	b := ServiceInstance{ID: "b", Name: "reg-basic", Addr: "10.0.0.2:9000"}
@@ -130,16 +150,16 @@ func TestRegistryRegisterDiscoverDeregister(t *testing.T) {
 }
 
 func TestRegistryCloseRevokesAllAndLeavesNoGoroutines(t *testing.T) {
-	e := startEtcd(t)
-	check := rawClient(t, e)
+	e := coordtest.StartEtcd(t)
+	check := coordtest.RawClient(t, e.Endpoints()...)
 	// Everything started from here on (client, registry, keepers) must be
 	// gone once the registry and its client are closed.
 	ignore := goleak.IgnoreCurrent()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 2 * time.Second, Logger: nopLogger()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
 	require.NoError(t, err)
-	ctx := regTestCtx(t, 10*time.Second)
+	ctx := coordtest.Ctx(t, 10*time.Second)
 
-	reg := NewRegistry(cli, nopLogger(), RegistryOptions{TTL: 2 * time.Second})
+	reg := newTestRegistry(t, cli, testOpts{TTL: 2 * time.Second})
 	for _, id := range []string{"x", "y", "z"} {
 		require.NoError(t, reg.Register(ctx, ServiceInstance{ID: id, Name: "reg-close", Addr: "127.0.0.1:1000"}))
 	}
@@ -162,11 +182,11 @@ func TestRegistryCloseRevokesAllAndLeavesNoGoroutines(t *testing.T) {
 }
 
 func TestRegistryReregistersAfterLeaseRevoked(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	other := rawClient(t, e)
-	reg := regTestRegistry(t, cli, RegistryOptions{TTL: 5 * time.Second, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond})
-	ctx := regTestCtx(t, 15*time.Second)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	other := coordtest.RawClient(t, e.Endpoints()...)
+	reg := regTestRegistry(t, cli, testOpts{TTL: 5 * time.Second, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond})
+	ctx := coordtest.Ctx(t, 15*time.Second)
 	inst := ServiceInstance{ID: "r1", Name: "reg-revoke", Addr: "127.0.0.1:7000"}
 	require.NoError(t, reg.Register(ctx, inst))
 
@@ -182,24 +202,24 @@ func TestRegistryReregistersAfterLeaseRevoked(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond)
 	after := regTestLease(t, other, key)
 	assert.NotEqual(t, before, after)
-	got, err := NewDiscovery(other, nopLogger()).Discover(ctx, inst.Name)
+	got, err := NewDiscovery(other).Discover(ctx, inst.Name)
 	require.NoError(t, err)
 	assert.Equal(t, []ServiceInstance{inst}, got)
 }
 
 func TestRegistryReregistersAfterOutageLongerThanTTL(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	const ttl = time.Second
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	const ttl = 2 * time.Second
 	core, logs := observer.New(zap.InfoLevel)
-	reg := NewRegistry(cli, zap.New(core), RegistryOptions{TTL: ttl, RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, RequestTimeout: time.Second})
+	reg := newTestRegistry(t, cli, testOpts{TTL: ttl, RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, RequestTimeout: time.Second}, WithLogger(zap.New(core)))
 	t.Cleanup(func() { _ = reg.Close(context.Background()) })
-	ctx := regTestCtx(t, 60*time.Second)
+	ctx := coordtest.Ctx(t, 60*time.Second)
 	inst := ServiceInstance{ID: "o1", Name: "reg-outage", Addr: "127.0.0.1:7001"}
 	require.NoError(t, reg.Register(ctx, inst))
 	key := ServiceKey(inst.Name, inst.ID)
 	before := regTestLease(t, cli, key)
-	health := NewRegistryChecker(reg)
+	health := NewHealthChecker(reg)
 	require.Equal(t, lifecycle.Healthy, health.Check(ctx).State)
 
 	start := time.Now()
@@ -227,7 +247,7 @@ func TestRegistryReregistersAfterOutageLongerThanTTL(t *testing.T) {
 	// several TTLs, and the old lease (which a restarted leader may have
 	// extended) no longer holds it.
 	time.Sleep(2*ttl + 500*time.Millisecond)
-	got, err := NewDiscovery(cli, nopLogger()).Discover(ctx, inst.Name)
+	got, err := NewDiscovery(cli).Discover(ctx, inst.Name)
 	require.NoError(t, err)
 	assert.Equal(t, []ServiceInstance{inst}, got)
 	ttlResp, err := cli.TimeToLive(ctx, after)
@@ -242,9 +262,9 @@ func TestRegistryReregistersAfterOutageLongerThanTTL(t *testing.T) {
 }
 
 func TestRegistryRegisterFailsWhenEtcdDown(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	reg := regTestRegistry(t, cli, RegistryOptions{})
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	reg := regTestRegistry(t, cli, testOpts{})
 	e.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -254,7 +274,7 @@ func TestRegistryRegisterFailsWhenEtcdDown(t *testing.T) {
 	assert.False(t, reg.Registered("d1"))
 	// The failed registration released its ID.
 	require.NoError(t, e.Restart())
-	require.NoError(t, reg.Register(regTestCtx(t, 10*time.Second), ServiceInstance{ID: "d1", Name: "reg-down", Addr: "127.0.0.1:7002"}))
+	require.NoError(t, reg.Register(coordtest.Ctx(t, 10*time.Second), ServiceInstance{ID: "d1", Name: "reg-down", Addr: "127.0.0.1:7002"}))
 }
 
 func regTestLease(t *testing.T, cli *clientv3.Client, key string) clientv3.LeaseID {
@@ -272,7 +292,7 @@ func TestRegistryBackoffBounds(t *testing.T) {
 	for attempt := range 40 {
 		want := min(lo<<min(attempt, 20), hi)
 		for range 50 {
-			d := regBackoff(attempt, lo, hi)
+			d := backoff(attempt, lo, hi)
 			require.GreaterOrEqual(t, d, want/2, "attempt %d", attempt)
 			require.LessOrEqual(t, d, want, "attempt %d", attempt)
 		}

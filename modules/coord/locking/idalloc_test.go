@@ -1,4 +1,4 @@
-package coord
+package locking
 
 import (
 	"context"
@@ -11,38 +11,45 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
 
-// idTestAllocator is an allocator over an ID space unique to t.
-func idTestAllocator(t *testing.T, cli *clientv3.Client, max int) *IDAllocator {
+// newTestAllocator is an allocator over an ID space unique to t.
+func newTestAllocator(t *testing.T, cli *clientv3.Client, max int) *IDAllocator {
 	t.Helper()
-	a, err := NewIDAllocator(cli, nopLogger(), IDAllocatorOptions{Prefix: "/test-ids/" + t.Name(), Max: max, TTL: 2 * time.Second})
+	cfg := testConfig(t, 2*time.Second)
+	cfg.IDs.Max = max
+	a, err := NewIDAllocator(cli, "svc", cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = a.Close(context.Background()) })
 	return a
 }
 
 func TestIDAllocatorValidation(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
 	tests := []struct {
-		name  string
-		cli   *clientv3.Client
-		opts  IDAllocatorOptions
-		field string
+		name    string
+		cli     *clientv3.Client
+		service string
+		edit    func(*Config)
+		field   string
 	}{
-		{"nil client", nil, IDAllocatorOptions{Service: "s"}, "client"},
-		{"no service or prefix", cli, IDAllocatorOptions{}, "service"},
-		{"nested service", cli, IDAllocatorOptions{Service: "a/b"}, "service"},
-		{"relative prefix", cli, IDAllocatorOptions{Prefix: "ids/"}, "prefix"},
-		{"negative max", cli, IDAllocatorOptions{Service: "s", Max: -1}, "max"},
-		{"huge max", cli, IDAllocatorOptions{Service: "s", Max: 1 << 20}, "max"},
-		{"sub-second ttl", cli, IDAllocatorOptions{Service: "s", TTL: time.Millisecond}, "ttl"},
+		{"nil client", nil, "s", func(*Config) {}, "client"},
+		{"no service or prefix", cli, "", func(*Config) {}, "service"},
+		{"nested service", cli, "a/b", func(*Config) {}, "service"},
+		{"relative prefix", cli, "s", func(c *Config) { c.IDs.Prefix = "ids/" }, "ids.prefix"},
+		{"negative max", cli, "s", func(c *Config) { c.IDs.Max = -1 }, "ids.max"},
+		{"huge max", cli, "s", func(c *Config) { c.IDs.Max = 1 << 20 }, "ids.max"},
+		{"sub-second ttl", cli, "s", func(c *Config) { c.IDs.TTL = config.Duration(time.Millisecond) }, "ids.ttl"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a, err := NewIDAllocator(tc.cli, nil, tc.opts)
+			cfg := Config{}.Defaults()
+			tc.edit(&cfg)
+			a, err := NewIDAllocator(tc.cli, tc.service, cfg)
 			assert.Nil(t, a)
 			require.ErrorIs(t, err, lifecycle.ErrValidation)
 			var ie *lifecycle.InfraError
@@ -51,24 +58,22 @@ func TestIDAllocatorValidation(t *testing.T) {
 		})
 	}
 	t.Run("defaults", func(t *testing.T) {
-		a, err := NewIDAllocator(cli, nil, IDAllocatorOptions{Service: "im-logic"})
+		a, err := NewIDAllocator(cli, "im-logic", Config{}.Defaults())
 		require.NoError(t, err)
-		o := a.Options()
-		assert.Equal(t, "/ids/im-logic/", o.Prefix)
-		assert.Equal(t, DefaultIDMax, o.Max)
-		assert.Equal(t, DefaultIDTTL, o.TTL)
-		assert.NotEmpty(t, o.Holder)
+		assert.Equal(t, "/ids/im-logic/", a.Prefix())
+		assert.Equal(t, DefaultIDMax, a.Max())
+		assert.NotEmpty(t, a.Holder())
 	})
 }
 
 func TestIDAllocatorConcurrentDistinct(t *testing.T) {
 	const n = 12
-	e := startEtcd(t)
+	e := coordtest.StartEtcd(t)
 	// Three instances, each with its own client, start at once.
 	allocs := []*IDAllocator{
-		idTestAllocator(t, rawClient(t, e), 64),
-		idTestAllocator(t, rawClient(t, e), 64),
-		idTestAllocator(t, rawClient(t, e), 64),
+		newTestAllocator(t, coordtest.RawClient(t, e.Endpoints()...), 64),
+		newTestAllocator(t, coordtest.RawClient(t, e.Endpoints()...), 64),
+		newTestAllocator(t, coordtest.RawClient(t, e.Endpoints()...), 64),
 	}
 	ctx := context.Background()
 	var (
@@ -96,9 +101,9 @@ func TestIDAllocatorConcurrentDistinct(t *testing.T) {
 }
 
 func TestIDAllocatorExhaustedAndReuse(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	a := idTestAllocator(t, cli, 3)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	a := newTestAllocator(t, cli, 3)
 	ctx := context.Background()
 
 	var got []*InstanceID
@@ -110,24 +115,24 @@ func TestIDAllocatorExhaustedAndReuse(t *testing.T) {
 	}
 	_, err := a.AcquireID(ctx)
 	require.ErrorIs(t, err, ErrIDsExhausted)
-	assert.Len(t, lkKeys(t, cli, a.Options().Prefix), 3, "the refused acquire left nothing behind")
+	assert.Len(t, keysUnder(t, cli, a.Prefix()), 3, "the refused acquire left nothing behind")
 
 	require.NoError(t, got[1].Release(ctx))
-	assert.True(t, lkClosed(got[1].Done()))
+	assert.True(t, isClosed(got[1].Done()))
 	assert.NoError(t, got[1].Release(ctx), "a second Release is a no-op")
 	id, err := a.AcquireID(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, 2, id.ID(), "a released ID is handed out again")
 	g, err := cli.Get(ctx, id.Key())
 	require.NoError(t, err)
-	assert.Equal(t, a.Options().Holder, string(g.Kvs[0].Value))
+	assert.Equal(t, a.Holder(), string(g.Kvs[0].Value))
 }
 
 func TestIDAllocatorLeaseLoss(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	a := idTestAllocator(t, rawClient(t, e), 8)
-	b := idTestAllocator(t, rawClient(t, e), 8)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	a := newTestAllocator(t, coordtest.RawClient(t, e.Endpoints()...), 8)
+	b := newTestAllocator(t, coordtest.RawClient(t, e.Endpoints()...), 8)
 	ctx := context.Background()
 
 	id, err := a.AcquireID(ctx)

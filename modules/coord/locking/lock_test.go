@@ -1,4 +1,4 @@
-package coord
+package locking
 
 import (
 	"context"
@@ -18,20 +18,12 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
 
-// lkTestLocker is a Locker on its own client, with a prefix unique to t.
-func lkTestLocker(t *testing.T, cli *clientv3.Client) *Locker {
-	t.Helper()
-	l, err := NewLocker(cli, nopLogger(), LockerOptions{Prefix: "/test-locks/" + t.Name()})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = l.Close(context.Background()) })
-	return l
-}
-
-// lkKeys lists the keys under prefix. It only asserts, so conditions run
+// keysUnder lists the keys under prefix. It only asserts, so conditions run
 // by Eventually and worker goroutines may call it.
-func lkKeys(t *testing.T, cli *clientv3.Client, prefix string) []string {
+func keysUnder(t *testing.T, cli *clientv3.Client, prefix string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -46,15 +38,15 @@ func lkKeys(t *testing.T, cli *clientv3.Client, prefix string) []string {
 	return keys
 }
 
-// lkLeaseOf reads the lease ID from a holder key ending in "/<lease hex>".
-func lkLeaseOf(t *testing.T, key string) clientv3.LeaseID {
+// leaseOf reads the lease ID from a holder key ending in "/<lease hex>".
+func leaseOf(t *testing.T, key string) clientv3.LeaseID {
 	t.Helper()
 	id, err := strconv.ParseInt(key[strings.LastIndex(key, "/")+1:], 16, 64)
 	require.NoError(t, err)
 	return clientv3.LeaseID(id)
 }
 
-func lkClosed(ch <-chan struct{}) bool {
+func isClosed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
 		return true
@@ -64,9 +56,9 @@ func lkClosed(ch <-chan struct{}) bool {
 }
 
 func TestLockValidation(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	locker := lkTestLocker(t, cli)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	locker := newTestLocker(t, cli)
 	ctx := context.Background()
 
 	tests := []struct {
@@ -91,39 +83,43 @@ func TestLockValidation(t *testing.T) {
 				var ie *lifecycle.InfraError
 				require.ErrorAs(t, err, &ie)
 				assert.Equal(t, tc.field, ie.Field)
-				assert.Equal(t, "coord", ie.Component)
+				assert.Equal(t, ModuleName, ie.Component)
 			}
 		})
 	}
 	// Nothing was granted or written for a refused request.
-	assert.Empty(t, lkKeys(t, cli, locker.Prefix()))
+	assert.Empty(t, keysUnder(t, cli, locker.Prefix()))
 
 	t.Run("constructor", func(t *testing.T) {
-		_, err := NewLocker(nil, nil, LockerOptions{})
+		_, err := NewLocker(nil, Config{}.Defaults())
 		assert.ErrorIs(t, err, lifecycle.ErrValidation)
-		_, err = NewLocker(cli, nil, LockerOptions{Prefix: "locks"})
+		bad := Config{}.Defaults()
+		bad.Locks.Prefix = "locks"
+		_, err = NewLocker(cli, bad)
 		assert.ErrorIs(t, err, lifecycle.ErrValidation)
-		l, err := NewLocker(cli, nil, LockerOptions{})
+		l, err := NewLocker(cli, Config{}.Defaults())
 		require.NoError(t, err)
 		assert.Equal(t, DefaultLockPrefix, l.Prefix())
-		l, err = NewLocker(cli, nil, LockerOptions{Prefix: "/x"})
+		cfg := Config{}.Defaults()
+		cfg.Locks.Prefix = "/x"
+		l, err = NewLocker(cli, cfg)
 		require.NoError(t, err)
 		assert.Equal(t, "/x/", l.Prefix())
 	})
 }
 
 func TestLockAcquireUnlock(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	locker := lkTestLocker(t, cli)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	locker := newTestLocker(t, cli)
 	ctx := context.Background()
 
 	l, err := locker.Acquire(ctx, "job", 2*time.Second)
 	require.NoError(t, err)
 	assert.Equal(t, "job", l.Name())
 	assert.Positive(t, l.Token())
-	assert.False(t, lkClosed(l.Done()))
-	assert.Equal(t, []string{l.Key()}, lkKeys(t, cli, locker.Prefix()))
+	assert.False(t, isClosed(l.Done()))
+	assert.Equal(t, []string{l.Key()}, keysUnder(t, cli, locker.Prefix()))
 
 	// The fencing token is the holder key's create revision.
 	g, err := cli.Get(ctx, l.Key())
@@ -134,8 +130,8 @@ func TestLockAcquireUnlock(t *testing.T) {
 	require.NoError(t, err)
 
 	require.NoError(t, l.Unlock(ctx))
-	assert.True(t, lkClosed(l.Done()))
-	assert.Empty(t, lkKeys(t, cli, locker.Prefix()))
+	assert.True(t, isClosed(l.Done()))
+	assert.Empty(t, keysUnder(t, cli, locker.Prefix()))
 	assert.NoError(t, l.Unlock(ctx), "a second Unlock is a no-op")
 	_, err = l.Guard(ctx, clientv3.OpPut("/test-data/"+t.Name(), "w"))
 	assert.ErrorIs(t, err, ErrLockLost)
@@ -144,15 +140,15 @@ func TestLockAcquireUnlock(t *testing.T) {
 	require.NoError(t, err)
 	assert.Greater(t, l2.Token(), l.Token(), "tokens grow from holder to holder")
 	require.NoError(t, locker.Close(ctx))
-	assert.True(t, lkClosed(l2.Done()), "Close released the lock")
-	assert.Empty(t, lkKeys(t, cli, locker.Prefix()))
+	assert.True(t, isClosed(l2.Done()), "Close released the lock")
+	assert.Empty(t, keysUnder(t, cli, locker.Prefix()))
 }
 
 func TestLockTryAcquireHeld(t *testing.T) {
-	e := startEtcd(t)
-	a := lkTestLocker(t, rawClient(t, e))
-	cli := rawClient(t, e)
-	b := lkTestLocker(t, cli)
+	e := coordtest.StartEtcd(t)
+	a := newTestLocker(t, coordtest.RawClient(t, e.Endpoints()...))
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	b := newTestLocker(t, cli)
 	ctx := context.Background()
 
 	la, err := a.TryAcquire(ctx, "k", time.Second)
@@ -160,7 +156,7 @@ func TestLockTryAcquireHeld(t *testing.T) {
 	lb, err := b.TryAcquire(ctx, "k", time.Second)
 	require.ErrorIs(t, err, ErrLockHeld)
 	assert.Nil(t, lb)
-	assert.Equal(t, []string{la.Key()}, lkKeys(t, cli, b.Prefix()), "the refused try left no key")
+	assert.Equal(t, []string{la.Key()}, keysUnder(t, cli, b.Prefix()), "the refused try left no key")
 
 	// A different name is a different lock.
 	lo, err := b.TryAcquire(ctx, "other", time.Second)
@@ -174,10 +170,10 @@ func TestLockTryAcquireHeld(t *testing.T) {
 }
 
 func TestLockCancelledWaiterLeavesNoKey(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	holder := lkTestLocker(t, cli)
-	waiter := lkTestLocker(t, rawClient(t, e))
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	holder := newTestLocker(t, cli)
+	waiter := newTestLocker(t, coordtest.RawClient(t, e.Endpoints()...))
 	ctx := context.Background()
 
 	held, err := holder.Acquire(ctx, "k", 2*time.Second)
@@ -191,7 +187,7 @@ func TestLockCancelledWaiterLeavesNoKey(t *testing.T) {
 		assert.Nil(t, l)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		assert.Equal(t, lifecycle.TypeTimeout, lifecycle.TypeOf(err))
-		assert.Equal(t, []string{held.Key()}, lkKeys(t, cli, holder.Prefix()))
+		assert.Equal(t, []string{held.Key()}, keysUnder(t, cli, holder.Prefix()))
 	})
 	t.Run("cancel", func(t *testing.T) {
 		wctx, cancel := context.WithCancel(ctx)
@@ -201,10 +197,10 @@ func TestLockCancelledWaiterLeavesNoKey(t *testing.T) {
 			errc <- err
 		}()
 		// Cancel only once the waiter is queued behind the holder.
-		require.Eventually(t, func() bool { return len(lkKeys(t, cli, holder.Prefix())) == 2 }, 5*time.Second, 5*time.Millisecond)
+		require.Eventually(t, func() bool { return len(keysUnder(t, cli, holder.Prefix())) == 2 }, 5*time.Second, 5*time.Millisecond)
 		cancel()
 		require.ErrorIs(t, <-errc, context.Canceled)
-		assert.Equal(t, []string{held.Key()}, lkKeys(t, cli, holder.Prefix()))
+		assert.Equal(t, []string{held.Key()}, keysUnder(t, cli, holder.Prefix()))
 	})
 	t.Run("next waiter is not blocked", func(t *testing.T) {
 		got := make(chan *Lock, 1)
@@ -213,7 +209,7 @@ func TestLockCancelledWaiterLeavesNoKey(t *testing.T) {
 			assert.NoError(t, err)
 			got <- l
 		}()
-		require.Eventually(t, func() bool { return len(lkKeys(t, cli, holder.Prefix())) == 2 }, 5*time.Second, 5*time.Millisecond)
+		require.Eventually(t, func() bool { return len(keysUnder(t, cli, holder.Prefix())) == 2 }, 5*time.Second, 5*time.Millisecond)
 		require.NoError(t, held.Unlock(ctx))
 		select {
 		case l := <-got:
@@ -229,10 +225,10 @@ func TestLockCancelledWaiterLeavesNoKey(t *testing.T) {
 // A waiter cancelled while etcd is down returns within its cleanup bound
 // instead of waiting for etcd, and its key is gone once etcd is back.
 func TestLockCancelledWaiterDuringOutage(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	holder := lkTestLocker(t, cli)
-	waiter := lkTestLocker(t, rawClient(t, e))
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	holder := newTestLocker(t, cli)
+	waiter := newTestLocker(t, coordtest.RawClient(t, e.Endpoints()...))
 	ctx := context.Background()
 
 	held, err := holder.Acquire(ctx, "k", 5*time.Second)
@@ -244,7 +240,7 @@ func TestLockCancelledWaiterDuringOutage(t *testing.T) {
 		_, err := waiter.Acquire(wctx, "k", time.Second)
 		errc <- err
 	}()
-	require.Eventually(t, func() bool { return len(lkKeys(t, cli, holder.Prefix())) == 2 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return len(keysUnder(t, cli, holder.Prefix())) == 2 }, 5*time.Second, 5*time.Millisecond)
 	e.Stop()
 	start := time.Now()
 	cancel()
@@ -259,7 +255,7 @@ func TestLockCancelledWaiterDuringOutage(t *testing.T) {
 	require.NoError(t, e.Restart())
 	// The waiter's lease (1s) is no longer kept alive, so its key expires.
 	require.Eventually(t, func() bool {
-		keys := lkKeys(t, cli, holder.Prefix())
+		keys := keysUnder(t, cli, holder.Prefix())
 		return len(keys) <= 1 && (len(keys) == 0 || keys[0] == held.Key())
 	}, 10*time.Second, 50*time.Millisecond)
 	_ = held.Unlock(ctx)
@@ -269,9 +265,9 @@ func TestLockCancelledWaiterDuringOutage(t *testing.T) {
 // is told through Done, and after the restart the lock passes on with a
 // higher token while the old holder's fenced write is refused.
 func TestLockDoneWhenSessionExpires(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	locker := lkTestLocker(t, cli)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	locker := newTestLocker(t, cli)
 	ctx := context.Background()
 
 	l, err := locker.Acquire(ctx, "k", time.Second)
@@ -287,7 +283,7 @@ func TestLockDoneWhenSessionExpires(t *testing.T) {
 	_, err = l.Guard(ctx, clientv3.OpPut("/test-data/"+t.Name(), "stale"))
 	require.ErrorIs(t, err, ErrLockLost)
 
-	other := lkTestLocker(t, rawClient(t, e))
+	other := newTestLocker(t, coordtest.RawClient(t, e.Endpoints()...))
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	l2, err := other.Acquire(actx, "k", time.Second)
@@ -298,14 +294,14 @@ func TestLockDoneWhenSessionExpires(t *testing.T) {
 }
 
 func TestLockDoneWhenLeaseRevoked(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	locker := lkTestLocker(t, cli)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	locker := newTestLocker(t, cli)
 	ctx := context.Background()
 
 	l, err := locker.Acquire(ctx, "k", 3*time.Second)
 	require.NoError(t, err)
-	_, err = cli.Revoke(ctx, lkLeaseOf(t, l.Key()))
+	_, err = cli.Revoke(ctx, leaseOf(t, l.Key()))
 	require.NoError(t, err)
 	// The server-side fence fails at once, before the holder is told.
 	resp, err := l.Guard(ctx, clientv3.OpPut("/test-data/"+t.Name(), "stale"))
@@ -325,9 +321,9 @@ func TestLockDoneWhenLeaseRevoked(t *testing.T) {
 
 // Locker keeps etcd's mutex key layout, so both exclude each other.
 func TestLockInteropWithConcurrencyMutex(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	locker := lkTestLocker(t, cli)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	locker := newTestLocker(t, cli)
 	ctx := context.Background()
 
 	s, err := concurrency.NewSession(cli, concurrency.WithTTL(5))
@@ -357,8 +353,8 @@ func TestLockFencing(t *testing.T) {
 		ttl     = 2 * time.Second
 		staleN  = 10 // every staleN-th round starts with a stale holder
 	)
-	e := startEtcd(t)
-	admin := rawClient(t, e)
+	e := coordtest.StartEtcd(t)
+	admin := coordtest.RawClient(t, e.Endpoints()...)
 	counterKey := "/test-data/" + t.Name() + "/counter"
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -386,8 +382,8 @@ func TestLockFencing(t *testing.T) {
 
 	var wg sync.WaitGroup
 	for w := range workers {
-		cli := rawClient(t, e)
-		locker := lkTestLocker(t, cli)
+		cli := coordtest.RawClient(t, e.Endpoints()...)
+		locker := newTestLocker(t, cli)
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				l, err := locker.Acquire(ctx, "counter", ttl)
@@ -403,10 +399,10 @@ func TestLockFencing(t *testing.T) {
 					// Pause past our lease: it is revoked, and we wait
 					// until a peer holds the lock (or has already finished
 					// the round) before writing.
-					_, err := admin.Revoke(ctx, lkLeaseOf(t, l.Key()))
+					_, err := admin.Revoke(ctx, leaseOf(t, l.Key()))
 					assert.NoError(t, err)
 					assert.Eventually(t, func() bool {
-						keys := lkKeys(t, admin, locker.Prefix()+"counter/")
+						keys := keysUnder(t, admin, locker.Prefix()+"counter/")
 						return !slices.Contains(keys, l.Key()) && (len(keys) > 0 || readCounter(cli) > c)
 					}, 5*time.Second, time.Millisecond)
 					resp, err := l.Guard(ctx, clientv3.OpPut(counterKey, strconv.Itoa(c+1)))
@@ -447,16 +443,16 @@ func TestLockFencing(t *testing.T) {
 }
 
 func TestLockReusesLeases(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	locker := lkTestLocker(t, cli)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	locker := newTestLocker(t, cli)
 	ctx := context.Background()
 
 	l1, err := locker.Acquire(ctx, "r", time.Second)
 	require.NoError(t, err)
 	require.NoError(t, l1.Unlock(ctx))
-	assert.True(t, lkClosed(l1.Done()), "Done closes on Unlock even though the lease lives on")
-	assert.Empty(t, lkKeys(t, cli, locker.Prefix()+"r/"), "Unlock deletes the key")
+	assert.True(t, isClosed(l1.Done()), "Done closes on Unlock even though the lease lives on")
+	assert.Empty(t, keysUnder(t, cli, locker.Prefix()+"r/"), "Unlock deletes the key")
 
 	l2, err := locker.Acquire(ctx, "r", time.Second)
 	require.NoError(t, err)
@@ -465,17 +461,17 @@ func TestLockReusesLeases(t *testing.T) {
 	require.NoError(t, l2.Unlock(ctx))
 
 	// A pooled lease revoked behind the Locker's back is skipped, not used.
-	lease := lkLeaseOf(t, l2.Key())
+	lease := leaseOf(t, l2.Key())
 	_, err = cli.Revoke(ctx, lease)
 	require.NoError(t, err)
 	l3, err := locker.Acquire(ctx, "r", time.Second)
 	require.NoError(t, err)
 	assert.NotEqual(t, l2.Key(), l3.Key())
-	assert.Equal(t, []string{l3.Key()}, lkKeys(t, cli, locker.Prefix()+"r/"))
+	assert.Equal(t, []string{l3.Key()}, keysUnder(t, cli, locker.Prefix()+"r/"))
 	require.NoError(t, l3.Unlock(ctx))
 
 	// Close revokes the idle leases.
-	idle := lkLeaseOf(t, l3.Key())
+	idle := leaseOf(t, l3.Key())
 	require.NoError(t, locker.Close(ctx))
 	ttl, err := cli.TimeToLive(ctx, idle)
 	require.NoError(t, err)

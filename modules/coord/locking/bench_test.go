@@ -1,4 +1,4 @@
-package coord
+package locking
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
 
 // BenchmarkLockAcquireUnlock measures an uncontended Acquire+Unlock against
@@ -14,12 +16,14 @@ import (
 // makes two writes (put, delete) like the mutex on a long-lived session;
 // the design target is p99 < 10 ms.
 func BenchmarkLockAcquireUnlock(b *testing.B) {
-	e := startEtcd(b)
-	cli := rawClient(b, e)
+	e := coordtest.StartEtcd(b)
+	cli := coordtest.RawClient(b, e.Endpoints()...)
 	ctx := context.Background()
 
 	b.Run("coord", func(b *testing.B) {
-		locker, err := NewLocker(cli, nopLogger(), LockerOptions{Prefix: "/bench-locks/coord"})
+		cfg := Config{}.Defaults()
+		cfg.Locks.Prefix = "/bench-locks/coord"
+		locker, err := NewLocker(cli, cfg)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -38,7 +42,7 @@ func BenchmarkLockAcquireUnlock(b *testing.B) {
 			samples = append(samples, time.Since(start))
 		}
 		b.StopTimer()
-		reportLatency(b, samples)
+		coordtest.ReportLatency(b, samples)
 	})
 
 	b.Run("raw-mutex", func(b *testing.B) {
@@ -62,6 +66,6 @@ func BenchmarkLockAcquireUnlock(b *testing.B) {
 			samples = append(samples, time.Since(start))
 		}
 		b.StopTimer()
-		reportLatency(b, samples)
+		coordtest.ReportLatency(b, samples)
 	})
 }

@@ -1,4 +1,4 @@
-package coord
+package discovery
 
 import (
 	"context"
@@ -8,8 +8,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
 
 // regNextEvent waits for one event; ok is false if the channel closed.
@@ -32,7 +34,7 @@ func regExpectEvent(t *testing.T, ch <-chan DiscoveryEvent, typ DiscoveryEventTy
 }
 
 func TestDiscoverValidatesName(t *testing.T) {
-	d := NewDiscovery(nil, nil)
+	d := NewDiscovery(nil)
 	for _, name := range []string{"", "Bad", "a/b", "-x"} {
 		_, err := d.Discover(context.Background(), name)
 		assert.ErrorIs(t, err, lifecycle.ErrValidation, "Discover(%q)", name)
@@ -42,10 +44,10 @@ func TestDiscoverValidatesName(t *testing.T) {
 }
 
 func TestDiscoverEmptyAndForeignEntries(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	ctx := regTestCtx(t, 10*time.Second)
-	d := NewDiscovery(cli, nopLogger())
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	ctx := coordtest.Ctx(t, 10*time.Second)
+	d := NewDiscovery(cli)
 
 	got, err := d.Discover(ctx, "disc-none")
 	require.NoError(t, err)
@@ -69,11 +71,11 @@ func TestDiscoverEmptyAndForeignEntries(t *testing.T) {
 }
 
 func TestDiscoverWatchEvents(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	reg := regTestRegistry(t, cli, RegistryOptions{TTL: 5 * time.Second})
-	d := NewDiscovery(cli, nopLogger())
-	ctx := regTestCtx(t, 30*time.Second)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	reg := regTestRegistry(t, cli, testOpts{TTL: 5 * time.Second})
+	d := NewDiscovery(cli)
+	ctx := coordtest.Ctx(t, 30*time.Second)
 
 	a := ServiceInstance{ID: "a", Name: "disc-watch", Addr: "10.0.0.1:1"}
 	b := ServiceInstance{ID: "b", Name: "disc-watch", Addr: "10.0.0.2:1", Metadata: map[string]string{"w": "1"}}
@@ -91,9 +93,9 @@ func TestDiscoverWatchEvents(t *testing.T) {
 	// re-registration does) is no event at all.
 	b2 := b
 	b2.Metadata = map[string]string{"w": "2"}
-	v, err := regEncode(b2)
+	v, err := encode(b2)
 	require.NoError(t, err)
-	va, err := regEncode(a)
+	va, err := encode(a)
 	require.NoError(t, err)
 	// WithIgnoreLease keeps the registry's lease on the keys.
 	_, err = cli.Put(ctx, ServiceKey("disc-watch", "a"), va, clientv3.WithIgnoreLease())
@@ -114,11 +116,11 @@ func TestDiscoverWatchEvents(t *testing.T) {
 }
 
 func TestDiscoverWatchResumesAfterEtcdRestart(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	reg := regTestRegistry(t, cli, RegistryOptions{TTL: 30 * time.Second})
-	d := NewDiscovery(cli, nopLogger())
-	ctx := regTestCtx(t, 60*time.Second)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	reg := regTestRegistry(t, cli, testOpts{TTL: 30 * time.Second})
+	d := NewDiscovery(cli)
+	ctx := coordtest.Ctx(t, 60*time.Second)
 
 	ch, err := d.Watch(ctx, "disc-restart")
 	require.NoError(t, err)
@@ -137,11 +139,11 @@ func TestDiscoverWatchResumesAfterEtcdRestart(t *testing.T) {
 // while changes were made and compacted: it must re-read and report the
 // difference so its subscriber ends equal to etcd.
 func TestDiscoverWatchReloadsAfterCompaction(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	ctx := regTestCtx(t, 30*time.Second)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	ctx := coordtest.Ctx(t, 30*time.Second)
 	put := func(id, addr string) {
-		v, err := regEncode(ServiceInstance{ID: id, Name: "disc-compact", Addr: addr})
+		v, err := encode(ServiceInstance{ID: id, Name: "disc-compact", Addr: addr})
 		require.NoError(t, err)
 		_, err = cli.Put(ctx, ServiceKey("disc-compact", id), v)
 		require.NoError(t, err)
@@ -149,7 +151,7 @@ func TestDiscoverWatchReloadsAfterCompaction(t *testing.T) {
 	put("a", "10.0.0.1:1")
 	put("b", "10.0.0.2:1")
 
-	w := regNewWatcher(cli, nopLogger(), "disc-compact")
+	w := newWatcher(cli, zap.NewNop(), "disc-compact")
 	snap, rev, err := w.load(ctx)
 	require.NoError(t, err)
 	initial := w.apply(snap)

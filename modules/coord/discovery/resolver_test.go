@@ -1,4 +1,4 @@
-package coord
+package discovery
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
 
 // regTestGRPCServer serves the standard health service on a free port and
@@ -61,10 +62,10 @@ func regTestCallPeers(t *testing.T, ctx context.Context, conn *grpc.ClientConn, 
 }
 
 func TestResolverBalancesOverLiveInstances(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	reg := regTestRegistry(t, cli, RegistryOptions{TTL: 30 * time.Second})
-	ctx := regTestCtx(t, 60*time.Second)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	reg := regTestRegistry(t, cli, testOpts{TTL: 30 * time.Second})
+	ctx := coordtest.Ctx(t, 60*time.Second)
 	addrA, addrB := regTestGRPCServer(t), regTestGRPCServer(t)
 	require.NoError(t, reg.Register(ctx, ServiceInstance{ID: "a", Name: "svc", Addr: addrA}))
 	require.NoError(t, reg.Register(ctx, ServiceInstance{ID: "b", Name: "svc", Addr: addrB}))
@@ -140,10 +141,10 @@ func regTarget(name string) resolver.Target {
 }
 
 func TestResolverStateCarriesMetadataAndEmptySet(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
-	reg := regTestRegistry(t, cli, RegistryOptions{TTL: 30 * time.Second})
-	ctx := regTestCtx(t, 20*time.Second)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	reg := regTestRegistry(t, cli, testOpts{TTL: 30 * time.Second})
+	ctx := coordtest.Ctx(t, 20*time.Second)
 	b := NewResolverBuilder(cli)
 	assert.Equal(t, "etcd", b.Scheme())
 
@@ -171,8 +172,8 @@ func TestResolverStateCarriesMetadataAndEmptySet(t *testing.T) {
 }
 
 func TestResolverBuildNeverBlocksOnEtcd(t *testing.T) {
-	e := startEtcd(t)
-	cli := rawClient(t, e)
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
 	e.Stop()
 
 	cc := &regFakeConn{}

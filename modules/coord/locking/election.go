@@ -1,4 +1,4 @@
-package coord
+package locking
 
 import (
 	"context"
@@ -16,17 +16,13 @@ import (
 // Errors of leader election, for errors.Is.
 var (
 	// ErrNoLeader is returned by Leader when nobody leads the election.
-	ErrNoLeader = errors.New("coord: election has no leader")
+	ErrNoLeader = errors.New("locking: election has no leader")
 	// ErrNotLeader is returned by Guard when this candidate does not lead.
-	ErrNotLeader = errors.New("coord: not the leader")
+	ErrNotLeader = errors.New("locking: not the leader")
 )
 
-// ElectionPrefix is where elections live: the election named n keeps one key
-// per candidate under ElectionPrefix+n+"/".
-const ElectionPrefix = "/elections/"
-
-// elClosedCh is the Done channel of a candidate that does not lead.
-var elClosedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+// closedCh is the Done channel of a candidate that does not lead.
+var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Election is one candidate in a leader election on etcd. The candidate
 // whose key was created first leads; the others queue behind it in order.
@@ -35,7 +31,7 @@ var elClosedCh = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // next one.
 //
 // Keys and values follow etcd's concurrency.Election layout (prefix
-// ElectionPrefix+name, one key per candidate lease, value = the candidate's
+// cfg.Election.Prefix+name, one key per candidate lease, value = the candidate's
 // announced value), so etcdctl elect and concurrency.Election interoperate.
 // It is implemented here rather than wrapped because concurrency.Election
 // cleans up a cancelled Campaign with the client's context (which waits
@@ -51,7 +47,7 @@ type Election struct {
 	campaignMu sync.Mutex // one Campaign at a time
 
 	mu     sync.Mutex
-	term   *elTerm
+	term   *leadership
 	closed bool
 
 	// closing ends in-flight campaigns and observers when Close is called.
@@ -60,29 +56,27 @@ type Election struct {
 	wg      sync.WaitGroup
 }
 
-type elTerm struct {
-	lease *lkLease
+type leadership struct {
+	lease *heldLease
 	key   string
 	rev   int64
 }
 
-// NewElection returns a candidate for the election called name, whose
-// leadership survives ttl of silence (whole seconds, at least 1s). It does
-// no I/O.
-func NewElection(cli *clientv3.Client, log *zap.Logger, name string, ttl time.Duration) (*Election, error) {
+// NewElection returns a candidate for the election called name, with the
+// election settings of cfg: keys under cfg.Election.Prefix+name+"/", and a
+// leadership that survives cfg.Election.TTL of silence. It does no I/O.
+func NewElection(cli *clientv3.Client, name string, cfg Config, opts ...Option) (*Election, error) {
 	if cli == nil {
-		return nil, lifecycle.ValidationError(component, "client", "etcd client is nil")
+		return nil, lifecycle.ValidationError(ModuleName, "client", "etcd client is nil")
 	}
-	if err := lkValidateName("name", name); err != nil {
+	if err := validateName("name", name); err != nil {
 		return nil, err
 	}
-	if err := lkValidateTTL(ttl); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if log == nil {
-		log = zap.NewNop()
-	}
-	e := &Election{cli: cli, log: log, name: name, prefix: ElectionPrefix + name + "/", ttl: ttl}
+	o := buildOptions(opts)
+	e := &Election{cli: cli, log: o.log, name: name, prefix: normalizePrefix(cfg.Election.Prefix) + name + "/", ttl: cfg.Election.TTL.Std()}
 	e.closing, e.close = context.WithCancel(context.Background())
 	return e, nil
 }
@@ -102,29 +96,29 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	closed, t := e.closed, e.term
 	e.mu.Unlock()
 	if closed {
-		return lifecycle.NewError(lifecycle.TypeValidation, component, "election.campaign", "election is closed")
+		return lifecycle.NewError(lifecycle.TypeValidation, ModuleName, "election.campaign", "election is closed")
 	}
 	if t != nil && t.lease.ctx.Err() == nil {
-		return e.elProclaim(ctx, t, value)
+		return e.proclaim(ctx, t, value)
 	}
 	if t != nil {
 		// The last term was lost; drop it before standing again.
-		e.elEndTerm(ctx, t)
+		e.endTerm(ctx, t)
 	}
 
-	lease, err := lkGrant(ctx, e.cli, e.ttl, func(id clientv3.LeaseID) {
-		e.log.Warn("coord: leadership lost: lease expired or etcd unreachable",
+	lease, err := grantLease(ctx, e.cli, e.ttl, func(id clientv3.LeaseID) {
+		e.log.Warn("leadership lost: lease expired or etcd unreachable",
 			zap.String("election", e.name), zap.String("lease", fmt.Sprintf("%x", int64(id))))
 	})
 	if err != nil {
-		return lkRPCError("election.campaign", e.name, err)
+		return rpcError("election.campaign", e.name, err)
 	}
-	nt := &elTerm{lease: lease, key: fmt.Sprintf("%s%x", e.prefix, int64(lease.id))}
+	nt := &leadership{lease: lease, key: fmt.Sprintf("%s%x", e.prefix, int64(lease.id))}
 
 	wctx, cancel := context.WithCancel(ctx)
 	stopLost := context.AfterFunc(lease.ctx, cancel)
 	stopClose := context.AfterFunc(e.closing, cancel)
-	err = e.elCampaign(wctx, nt, value)
+	err = e.campaign(wctx, nt, value)
 	stopLost()
 	stopClose()
 	cancel()
@@ -136,31 +130,31 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 		closed = e.closed
 		e.mu.Unlock()
 		if !closed {
-			e.log.Info("coord: elected leader", zap.String("election", e.name), zap.Int64("rev", nt.rev))
+			e.log.Info("elected leader", zap.String("election", e.name), zap.Int64("rev", nt.rev))
 			return nil
 		}
 		err = errors.New("election closed while campaigning")
 	}
 	// Revoking the lease deletes the candidate key, whatever state the
 	// campaign stopped in.
-	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), min(e.ttl, lkCleanupTimeout))
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), min(e.ttl, cleanupTimeout))
 	if rerr := lease.release(cctx); rerr != nil {
-		e.log.Warn("coord: campaign cleanup failed; the candidate key expires with its lease",
+		e.log.Warn("campaign cleanup failed; the candidate key expires with its lease",
 			zap.String("election", e.name), zap.Error(rerr))
 	}
 	ccancel()
 	switch {
 	case ctx.Err() == nil && lease.lost():
-		return &lifecycle.InfraError{Type: lifecycle.TypeConnection, Component: component, Op: "election.campaign",
+		return &lifecycle.InfraError{Type: lifecycle.TypeConnection, Component: ModuleName, Op: "election.campaign",
 			Field: e.name, Message: "lease lost while campaigning", Cause: err}
 	case ctx.Err() == nil && e.closing.Err() != nil:
-		return lifecycle.NewError(lifecycle.TypeValidation, component, "election.campaign", "election is closed")
+		return lifecycle.NewError(lifecycle.TypeValidation, ModuleName, "election.campaign", "election is closed")
 	}
-	return lkRPCError("election.campaign", e.name, err)
+	return rpcError("election.campaign", e.name, err)
 }
 
-// elCampaign puts the candidate key and waits for every older one to go.
-func (e *Election) elCampaign(ctx context.Context, t *elTerm, value string) error {
+// campaign puts the candidate key and waits for every older one to go.
+func (e *Election) campaign(ctx context.Context, t *leadership, value string) error {
 	resp, err := e.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", 0)).
 		Then(clientv3.OpPut(t.key, value, clientv3.WithLease(t.lease.id))).
@@ -173,7 +167,7 @@ func (e *Election) elCampaign(ctx context.Context, t *elTerm, value string) erro
 		return errors.New("candidate key already exists")
 	}
 	t.rev = resp.Header.Revision
-	if err := lkWaitDeletes(ctx, e.cli, e.prefix, t.rev); err != nil {
+	if err := waitDeletes(ctx, e.cli, e.prefix, t.rev); err != nil {
 		return err
 	}
 	g, err := e.cli.Get(ctx, t.key)
@@ -186,29 +180,29 @@ func (e *Election) elCampaign(ctx context.Context, t *elTerm, value string) erro
 	return nil
 }
 
-func (e *Election) elProclaim(ctx context.Context, t *elTerm, value string) error {
+func (e *Election) proclaim(ctx context.Context, t *leadership, value string) error {
 	resp, err := e.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
 		Then(clientv3.OpPut(t.key, value, clientv3.WithLease(t.lease.id))).
 		Commit()
 	if err != nil {
-		return lkRPCError("election.proclaim", e.name, err)
+		return rpcError("election.proclaim", e.name, err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("coord: election %q proclaim: %w", e.name, ErrNotLeader)
+		return fmt.Errorf("locking: election %q proclaim: %w", e.name, ErrNotLeader)
 	}
 	return nil
 }
 
-// elEndTerm forgets t and revokes its lease.
-func (e *Election) elEndTerm(ctx context.Context, t *elTerm) error {
+// endTerm forgets t and revokes its lease.
+func (e *Election) endTerm(ctx context.Context, t *leadership) error {
 	e.mu.Lock()
 	if e.term == t {
 		e.term = nil
 	}
 	e.mu.Unlock()
 	if err := t.lease.release(ctx); err != nil {
-		return lkRPCError("election.resign", e.name, err)
+		return rpcError("election.resign", e.name, err)
 	}
 	return nil
 }
@@ -224,10 +218,10 @@ func (e *Election) Resign(ctx context.Context) error {
 	if t == nil {
 		return nil
 	}
-	if err := e.elEndTerm(ctx, t); err != nil {
+	if err := e.endTerm(ctx, t); err != nil {
 		return err
 	}
-	e.log.Info("coord: resigned leadership", zap.String("election", e.name))
+	e.log.Info("resigned leadership", zap.String("election", e.name))
 	return nil
 }
 
@@ -245,7 +239,7 @@ func (e *Election) Done() <-chan struct{} {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.term == nil {
-		return elClosedCh
+		return closedCh
 	}
 	return e.term.lease.ctx.Done()
 }
@@ -255,10 +249,10 @@ func (e *Election) Done() <-chan struct{} {
 func (e *Election) Leader(ctx context.Context) (string, error) {
 	resp, err := e.cli.Get(ctx, e.prefix, clientv3.WithFirstCreate()...)
 	if err != nil {
-		return "", lkRPCError("election.leader", e.name, err)
+		return "", rpcError("election.leader", e.name, err)
 	}
 	if len(resp.Kvs) == 0 {
-		return "", fmt.Errorf("coord: election %q: %w", e.name, ErrNoLeader)
+		return "", fmt.Errorf("locking: election %q: %w", e.name, ErrNoLeader)
 	}
 	return string(resp.Kvs[0].Value), nil
 }
@@ -271,14 +265,14 @@ func (e *Election) Guard(ctx context.Context, ops ...clientv3.Op) (*clientv3.Txn
 	t := e.term
 	e.mu.Unlock()
 	if t == nil || t.lease.ctx.Err() != nil {
-		return nil, fmt.Errorf("coord: election %q guard: %w", e.name, ErrNotLeader)
+		return nil, fmt.Errorf("locking: election %q guard: %w", e.name, ErrNotLeader)
 	}
 	resp, err := e.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).Then(ops...).Commit()
 	if err != nil {
-		return nil, lkRPCError("election.guard", e.name, err)
+		return nil, rpcError("election.guard", e.name, err)
 	}
 	if !resp.Succeeded {
-		return resp, fmt.Errorf("coord: election %q guard: %w", e.name, ErrNotLeader)
+		return resp, fmt.Errorf("locking: election %q guard: %w", e.name, ErrNotLeader)
 	}
 	return resp, nil
 }
@@ -298,11 +292,11 @@ func (e *Election) Observe(ctx context.Context) <-chan string {
 	}
 	e.wg.Add(1)
 	e.mu.Unlock()
-	go e.elObserve(ctx, ch)
+	go e.observe(ctx, ch)
 	return ch
 }
 
-func (e *Election) elObserve(ctx context.Context, ch chan<- string) {
+func (e *Election) observe(ctx context.Context, ch chan<- string) {
 	defer e.wg.Done()
 	defer close(ch)
 	ctx, cancel := context.WithCancel(ctx)
@@ -380,7 +374,7 @@ func (e *Election) Close(ctx context.Context) error {
 	e.close()
 	var err error
 	if t != nil {
-		err = e.elEndTerm(ctx, t)
+		err = e.endTerm(ctx, t)
 	}
 	e.wg.Wait()
 	return err

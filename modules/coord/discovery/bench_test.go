@@ -1,4 +1,4 @@
-package coord
+package discovery
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
 
 // The design document's target for discovery is < 5 ms. Each benchmark
@@ -20,17 +22,17 @@ const regBenchInstances = 10
 // regBenchSetup registers regBenchInstances instances of service name.
 func regBenchSetup(b *testing.B, name string) (*clientv3.Client, *Discovery) {
 	b.Helper()
-	e := startEtcd(b)
-	cli := rawClient(b, e)
-	reg := regTestRegistry(b, cli, RegistryOptions{TTL: time.Minute})
-	ctx := regTestCtx(b, 10*time.Second)
+	e := coordtest.StartEtcd(b)
+	cli := coordtest.RawClient(b, e.Endpoints()...)
+	reg := regTestRegistry(b, cli, testOpts{TTL: time.Minute})
+	ctx := coordtest.Ctx(b, 10*time.Second)
 	for i := range regBenchInstances {
 		require.NoError(b, reg.Register(ctx, ServiceInstance{
 			ID: fmt.Sprintf("i-%02d", i), Name: name, Addr: fmt.Sprintf("10.0.0.%d:9000", i+1),
 			Metadata: map[string]string{"zone": "z1", "version": "1.0.0"},
 		}))
 	}
-	return cli, NewDiscovery(cli, nopLogger())
+	return cli, NewDiscovery(cli)
 }
 
 // BenchmarkDiscover measures Discover of a 10-instance service: a
@@ -49,7 +51,7 @@ func BenchmarkDiscover(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	reportLatency(b, samples)
+	coordtest.ReportLatency(b, samples)
 }
 
 // BenchmarkDiscoverRawGet is the baseline: the same prefix Get on clientv3.
@@ -68,19 +70,19 @@ func BenchmarkDiscoverRawGet(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	reportLatency(b, samples)
+	coordtest.ReportLatency(b, samples)
 }
 
 // BenchmarkRegistryRegisterToWatch measures from the start of Register (lease
 // grant + put) to the InstanceAdded event on a Discovery.Watch; the
 // deregistration after each round is not timed.
 func BenchmarkRegistryRegisterToWatch(b *testing.B) {
-	e := startEtcd(b)
-	cli := rawClient(b, e)
-	reg := regTestRegistry(b, cli, RegistryOptions{TTL: time.Minute})
+	e := coordtest.StartEtcd(b)
+	cli := coordtest.RawClient(b, e.Endpoints()...)
+	reg := regTestRegistry(b, cli, testOpts{TTL: time.Minute})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ch, err := NewDiscovery(cli, nopLogger()).Watch(ctx, "bench-watch")
+	ch, err := NewDiscovery(cli).Watch(ctx, "bench-watch")
 	require.NoError(b, err)
 	inst := ServiceInstance{ID: "w", Name: "bench-watch", Addr: "10.0.0.1:9000"}
 	samples := make([]time.Duration, 0, 1<<14)
@@ -104,19 +106,19 @@ func BenchmarkRegistryRegisterToWatch(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
-	reportLatency(b, samples)
+	coordtest.ReportLatency(b, samples)
 }
 
 // BenchmarkRegistryRegisterToWatchRaw is the baseline: Grant + Put with the
 // lease on clientv3, until a raw prefix Watch delivers the put.
 func BenchmarkRegistryRegisterToWatchRaw(b *testing.B) {
-	e := startEtcd(b)
-	cli := rawClient(b, e)
+	e := coordtest.StartEtcd(b)
+	cli := coordtest.RawClient(b, e.Endpoints()...)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	prefix := ServiceKeyPrefix + "bench-watch/"
 	wch := cli.Watch(ctx, prefix, clientv3.WithPrefix())
-	value, err := regEncode(ServiceInstance{ID: "w", Name: "bench-watch", Addr: "10.0.0.1:9000"})
+	value, err := encode(ServiceInstance{ID: "w", Name: "bench-watch", Addr: "10.0.0.1:9000"})
 	require.NoError(b, err)
 	samples := make([]time.Duration, 0, 1<<14)
 	b.ReportAllocs()
@@ -139,5 +141,5 @@ func BenchmarkRegistryRegisterToWatchRaw(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
-	reportLatency(b, samples)
+	coordtest.ReportLatency(b, samples)
 }

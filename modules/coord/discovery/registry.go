@@ -1,4 +1,4 @@
-package coord
+package discovery
 
 import (
 	"context"
@@ -43,57 +43,57 @@ type ServiceInstance struct {
 // Validate reports the first field that cannot be registered as a VALIDATION
 // *lifecycle.InfraError naming it.
 func (s ServiceInstance) Validate() error {
-	if err := regValidateName(s.Name); err != nil {
+	if err := validateName(s.Name); err != nil {
 		return err
 	}
 	switch {
 	case s.ID == "":
-		return lifecycle.ValidationError(component, "id", "instance ID is empty")
+		return lifecycle.ValidationError(RegistryComponent, "id", "instance ID is empty")
 	case len(s.ID) > 128:
-		return lifecycle.ValidationError(component, "id", "instance ID is longer than 128 bytes")
+		return lifecycle.ValidationError(RegistryComponent, "id", "instance ID is longer than 128 bytes")
 	}
 	for _, c := range []byte(s.ID) {
 		// The ID is a path element of the key; a slash would make it look
 		// like another service's instance to a prefix read.
 		if c == '/' || c <= ' ' || c == 0x7f {
-			return lifecycle.ValidationError(component, "id", "instance ID must not contain '/', spaces or control characters")
+			return lifecycle.ValidationError(RegistryComponent, "id", "instance ID must not contain '/', spaces or control characters")
 		}
 	}
 	host, port, err := net.SplitHostPort(s.Addr)
 	if err != nil {
-		return lifecycle.ValidationError(component, "addr", "address must be host:port: "+err.Error())
+		return lifecycle.ValidationError(RegistryComponent, "addr", "address must be host:port: "+err.Error())
 	}
 	if host == "" {
-		return lifecycle.ValidationError(component, "addr", "address has no host")
+		return lifecycle.ValidationError(RegistryComponent, "addr", "address has no host")
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return lifecycle.ValidationError(component, "addr", "port must be a number in 1..65535")
+		return lifecycle.ValidationError(RegistryComponent, "addr", "port must be a number in 1..65535")
 	}
 	return nil
 }
 
-// regValidateName accepts a DNS label (RFC 1123): lower-case letters, digits
+// validateName accepts a DNS label (RFC 1123): lower-case letters, digits
 // and '-', 1..63 bytes, not starting or ending with '-'. Names end up in keys
 // and in "etcd:///name" gRPC targets, so anything looser causes trouble there.
-func regValidateName(name string) error {
+func validateName(name string) error {
 	if name == "" {
-		return lifecycle.ValidationError(component, "name", "service name is empty")
+		return lifecycle.ValidationError(RegistryComponent, "name", "service name is empty")
 	}
 	if len(name) > 63 {
-		return lifecycle.ValidationError(component, "name", "service name is longer than 63 bytes")
+		return lifecycle.ValidationError(RegistryComponent, "name", "service name is longer than 63 bytes")
 	}
 	for i, c := range []byte(name) {
 		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0 && i < len(name)-1
 		if !ok {
-			return lifecycle.ValidationError(component, "name", "service name must be a DNS label: a-z, 0-9 and inner '-'")
+			return lifecycle.ValidationError(RegistryComponent, "name", "service name must be a DNS label: a-z, 0-9 and inner '-'")
 		}
 	}
 	return nil
 }
 
-// regRecord is the stored JSON. Op and the capitalised Addr/Metadata keep it
+// record is the stored JSON. Op and the capitalised Addr/Metadata keep it
 // readable by etcd's naming/endpoints package (Op 0 means "add").
-type regRecord struct {
+type record struct {
 	Op       uint8           `json:"Op"`
 	Addr     string          `json:"Addr"`
 	Metadata json.RawMessage `json:"Metadata,omitempty"`
@@ -101,27 +101,27 @@ type regRecord struct {
 	Name     string          `json:"Name,omitempty"`
 }
 
-func regEncode(inst ServiceInstance) (string, error) {
-	rec := regRecord{Addr: inst.Addr, ID: inst.ID, Name: inst.Name}
+func encode(inst ServiceInstance) (string, error) {
+	rec := record{Addr: inst.Addr, ID: inst.ID, Name: inst.Name}
 	if len(inst.Metadata) > 0 {
 		md, err := json.Marshal(inst.Metadata)
 		if err != nil {
-			return "", lifecycle.InternalError(component, "register", "encode metadata", err)
+			return "", lifecycle.InternalError(RegistryComponent, "register", "encode metadata", err)
 		}
 		rec.Metadata = md
 	}
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return "", lifecycle.InternalError(component, "register", "encode instance", err)
+		return "", lifecycle.InternalError(RegistryComponent, "register", "encode instance", err)
 	}
 	return string(b), nil
 }
 
-// regDecode reads a stored instance. The key, not the JSON, is authoritative
+// decode reads a stored instance. The key, not the JSON, is authoritative
 // for name and ID, so entries written by other tools (naming/endpoints) are
 // still discovered; metadata that is not a string map is dropped rather than
 // hiding a reachable address.
-func regDecode(name, id string, value []byte) (ServiceInstance, error) {
+func decode(name, id string, value []byte) (ServiceInstance, error) {
 	// Fast path for what the Registry writes: one pass, metadata decoded in
 	// place (Discover's cost is mostly this, see BenchmarkDiscover).
 	var fast struct {
@@ -135,7 +135,7 @@ func regDecode(name, id string, value []byte) (ServiceInstance, error) {
 		}
 		return ServiceInstance{ID: id, Name: name, Addr: fast.Addr, Metadata: md}, nil
 	}
-	var rec regRecord
+	var rec record
 	if err := json.Unmarshal(value, &rec); err != nil {
 		return ServiceInstance{}, err
 	}
@@ -152,71 +152,29 @@ func regDecode(name, id string, value []byte) (ServiceInstance, error) {
 	return inst, nil
 }
 
-// RegistryOptions tune a Registry. The zero value gives the defaults.
-type RegistryOptions struct {
-	// TTL of the lease behind each registration; default 10s, rounded up to
-	// whole seconds (etcd's unit). A crashed process disappears from
-	// discovery after at most TTL; an etcd outage longer than TTL expires the
-	// lease and triggers re-registration.
-	TTL time.Duration
-	// RetryMin and RetryMax bound the jittered exponential backoff between
-	// re-registration attempts; defaults 100ms and 5s. There is no retry
-	// limit: a live process keeps trying until it is deregistered or closed.
-	RetryMin, RetryMax time.Duration
-	// RequestTimeout bounds each grant/put/revoke the Registry issues on its
-	// own (re-registration, cleanup); default 3s. Register, Deregister and
-	// Close use their caller's ctx instead.
-	RequestTimeout time.Duration
-}
-
-func (o RegistryOptions) regNormalize() RegistryOptions {
-	if o.TTL <= 0 {
-		o.TTL = 10 * time.Second
-	}
-	if o.RetryMin <= 0 {
-		o.RetryMin = 100 * time.Millisecond
-	}
-	if o.RetryMax <= 0 {
-		o.RetryMax = 5 * time.Second
-	}
-	if o.RetryMax < o.RetryMin {
-		o.RetryMax = o.RetryMin
-	}
-	if o.RequestTimeout <= 0 {
-		o.RequestTimeout = 3 * time.Second
-	}
-	return o
-}
-
-// regTTLSeconds rounds up so a 1.5s TTL never becomes a 1s lease.
-func (o RegistryOptions) regTTLSeconds() int64 {
-	s := int64((o.TTL + time.Second - 1) / time.Second)
-	return max(s, 1)
-}
-
 // Registry keeps this process's service instances registered in etcd, each
 // under its own lease kept alive by a goroutine the Registry owns. When a
 // lease is lost (an etcd outage longer than the TTL, a revoked lease) the
 // Registry logs it and re-registers with jittered backoff until it succeeds,
 // so a running service never silently drops out of discovery.
 //
-// Close (or Deregister) must run before the etcd client is closed; the coord
-// module does it in OnStop.
+// Close (or Deregister) must run before the etcd client is closed; the fx
+// module does it when stopping begins and again in OnStop.
 type Registry struct {
-	cli  *clientv3.Client
-	log  *zap.Logger
-	opts RegistryOptions
+	cli *clientv3.Client
+	log *zap.Logger
+	cfg atomic.Pointer[Config]
 
 	mu      sync.Mutex
-	entries map[string]*regEntry
+	entries map[string]*entry
 	closed  bool
 
 	wg     sync.WaitGroup // one per entry: its Register call, then its keeper
 	reregs atomic.Int64
 }
 
-// regEntry is one registered instance and the state of its keeper.
-type regEntry struct {
+// entry is one registered instance and the state of its keeper.
+type entry struct {
 	inst   ServiceInstance
 	key    string
 	value  string
@@ -227,18 +185,27 @@ type regEntry struct {
 	done   chan struct{} // closed when the entry's goroutines are gone
 }
 
-// NewRegistry returns a Registry writing through cli. It does no I/O.
-func NewRegistry(cli *clientv3.Client, log *zap.Logger, opts RegistryOptions) *Registry {
-	if log == nil {
-		log = zap.NewNop()
+// NewRegistry returns a Registry writing through cli with cfg, or a
+// VALIDATION error naming the bad field of cfg. It does no I/O.
+func NewRegistry(cli *clientv3.Client, cfg Config, opts ...Option) (*Registry, error) {
+	if cli == nil {
+		return nil, lifecycle.ValidationError(RegistryComponent, "client", "etcd client is nil")
 	}
-	return &Registry{
-		cli:     cli,
-		log:     log,
-		opts:    opts.regNormalize(),
-		entries: make(map[string]*regEntry),
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	o := buildOptions(opts)
+	r := &Registry{cli: cli, log: o.log, entries: make(map[string]*entry)}
+	r.cfg.Store(&cfg)
+	return r, nil
 }
+
+// config is the Registry's current settings.
+func (r *Registry) config() Config { return *r.cfg.Load() }
+
+// setConfig applies a new valid config; it is used from the next grant,
+// attempt or request on.
+func (r *Registry) setConfig(c Config) { r.cfg.Store(&c) }
 
 // Register validates inst, grants a lease, writes the instance under it and
 // starts keeping it alive. It returns once the instance is discoverable, or
@@ -248,22 +215,22 @@ func (r *Registry) Register(ctx context.Context, inst ServiceInstance) error {
 	if err := inst.Validate(); err != nil {
 		return err
 	}
-	value, err := regEncode(inst)
+	value, err := encode(inst)
 	if err != nil {
 		return err
 	}
-	inst.Metadata = regCloneMetadata(inst.Metadata)
+	inst.Metadata = cloneMetadata(inst.Metadata)
 
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return lifecycle.NewError(lifecycle.TypeInternal, component, "register", "registry is closed")
+		return lifecycle.NewError(lifecycle.TypeInternal, RegistryComponent, "register", "registry is closed")
 	}
 	if _, dup := r.entries[inst.ID]; dup {
 		r.mu.Unlock()
-		return lifecycle.ValidationError(component, "id", "instance "+strconv.Quote(inst.ID)+" is already registered")
+		return lifecycle.ValidationError(RegistryComponent, "id", "instance "+strconv.Quote(inst.ID)+" is already registered")
 	}
-	e := &regEntry{inst: inst, key: ServiceKey(inst.Name, inst.ID), value: value, done: make(chan struct{})}
+	e := &entry{inst: inst, key: ServiceKey(inst.Name, inst.ID), value: value, done: make(chan struct{})}
 	// The entry's context belongs to the Registry, not to the caller: the
 	// keeper must outlive this call and stop on Deregister or Close.
 	e.ctx, e.cancel = context.WithCancel(context.Background())
@@ -275,13 +242,13 @@ func (r *Registry) Register(ctx context.Context, inst ServiceInstance) error {
 
 	callCtx, stop := context.WithCancel(ctx)
 	unhook := context.AfterFunc(e.ctx, stop)
-	lease, err := r.regPut(callCtx, e)
+	lease, err := r.put(callCtx, e)
 	unhook()
 	stop()
 	if err == nil && e.ctx.Err() != nil {
 		// Deregister or Close raced this call and won.
-		r.regRevoke(lease)
-		err = lifecycle.NewError(lifecycle.TypeInternal, component, "register", "registration cancelled by Deregister or Close")
+		r.revoke(lease)
+		err = lifecycle.NewError(lifecycle.TypeInternal, RegistryComponent, "register", "registration cancelled by Deregister or Close")
 	}
 	if err != nil {
 		r.mu.Lock()
@@ -296,10 +263,10 @@ func (r *Registry) Register(ctx context.Context, inst ServiceInstance) error {
 	}
 	e.lease.Store(int64(lease))
 	e.live.Store(true)
-	r.log.Info("coord: service registered",
+	r.log.Info("service registered",
 		zap.String("service", inst.Name), zap.String("id", inst.ID), zap.String("addr", inst.Addr),
-		zap.Int64("lease", int64(lease)), zap.Duration("ttl", time.Duration(r.opts.regTTLSeconds())*time.Second))
-	go r.regKeep(e)
+		zap.Int64("lease", int64(lease)), zap.Duration("ttl", time.Duration(r.config().ttlSeconds())*time.Second))
+	go r.keep(e)
 	return nil
 }
 
@@ -315,9 +282,9 @@ func (r *Registry) Deregister(ctx context.Context, id string) error {
 	}
 	r.mu.Unlock()
 	if !ok {
-		return lifecycle.ValidationError(component, "id", "instance "+strconv.Quote(id)+" is not registered")
+		return lifecycle.ValidationError(RegistryComponent, "id", "instance "+strconv.Quote(id)+" is not registered")
 	}
-	return r.regStop(ctx, e)
+	return r.stop(ctx, e)
 }
 
 // Close deregisters every instance and stops all goroutines. It is
@@ -329,7 +296,7 @@ func (r *Registry) Close(ctx context.Context) error {
 		return nil
 	}
 	r.closed = true
-	entries := make([]*regEntry, 0, len(r.entries))
+	entries := make([]*entry, 0, len(r.entries))
 	for id, e := range r.entries {
 		entries = append(entries, e)
 		delete(r.entries, id)
@@ -338,7 +305,7 @@ func (r *Registry) Close(ctx context.Context) error {
 
 	var errs []error
 	for _, e := range entries {
-		if err := r.regStop(ctx, e); err != nil {
+		if err := r.stop(ctx, e); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -361,14 +328,14 @@ func (r *Registry) Registered(id string) bool {
 // revoked leases worth looking at.
 func (r *Registry) Reregistrations() int64 { return r.reregs.Load() }
 
-// regStop cancels e's keeper, waits for it, then revokes the lease so the key
+// stop cancels e's keeper, waits for it, then revokes the lease so the key
 // goes away now rather than after the TTL.
-func (r *Registry) regStop(ctx context.Context, e *regEntry) error {
+func (r *Registry) stop(ctx context.Context, e *entry) error {
 	e.cancel()
 	select {
 	case <-e.done:
 	case <-ctx.Done():
-		return lifecycle.TimeoutError(component, "deregister", ctx.Err()).WithField(e.inst.ID)
+		return lifecycle.TimeoutError(RegistryComponent, "deregister", ctx.Err()).WithField(e.inst.ID)
 	}
 	e.live.Store(false)
 	lease := clientv3.LeaseID(e.lease.Load())
@@ -376,39 +343,39 @@ func (r *Registry) regStop(ctx context.Context, e *regEntry) error {
 		return nil
 	}
 	if _, err := r.cli.Revoke(ctx, lease); err != nil {
-		r.log.Warn("coord: deregister failed; the key expires with its lease",
+		r.log.Warn("deregister failed; the key expires with its lease",
 			zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.Error(err))
-		return regEtcdError("deregister", err)
+		return etcdError(RegistryComponent, "deregister", err)
 	}
-	r.log.Info("coord: service deregistered", zap.String("service", e.inst.Name), zap.String("id", e.inst.ID))
+	r.log.Info("service deregistered", zap.String("service", e.inst.Name), zap.String("id", e.inst.ID))
 	return nil
 }
 
-// regPut grants a fresh lease and writes e's key under it. On failure it
+// put grants a fresh lease and writes e's key under it. On failure it
 // revokes the lease it granted, in case the put landed before the error.
-func (r *Registry) regPut(ctx context.Context, e *regEntry) (clientv3.LeaseID, error) {
-	g, err := r.cli.Grant(ctx, r.opts.regTTLSeconds())
+func (r *Registry) put(ctx context.Context, e *entry) (clientv3.LeaseID, error) {
+	g, err := r.cli.Grant(ctx, r.config().ttlSeconds())
 	if err != nil {
-		return 0, regEtcdError("register", err)
+		return 0, etcdError(RegistryComponent, "register", err)
 	}
 	if _, err := r.cli.Put(ctx, e.key, e.value, clientv3.WithLease(g.ID)); err != nil {
-		r.regRevoke(g.ID)
-		return 0, regEtcdError("register", err)
+		r.revoke(g.ID)
+		return 0, etcdError(RegistryComponent, "register", err)
 	}
 	return g.ID, nil
 }
 
-// regRevoke is best-effort cleanup bounded by RequestTimeout; a lease it
+// revoke is best-effort cleanup bounded by RequestTimeout; a lease it
 // cannot revoke still expires on its own.
-func (r *Registry) regRevoke(lease clientv3.LeaseID) {
-	ctx, cancel := context.WithTimeout(context.Background(), r.opts.RequestTimeout)
+func (r *Registry) revoke(lease clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.config().RequestTimeout.Std())
 	defer cancel()
 	_, _ = r.cli.Revoke(ctx, lease)
 }
 
-// regKeep is the goroutine that owns one registration: it keeps the lease
+// keep is the goroutine that owns one registration: it keeps the lease
 // alive and, whenever that stops, re-registers until it succeeds.
-func (r *Registry) regKeep(e *regEntry) {
+func (r *Registry) keep(e *entry) {
 	defer r.wg.Done()
 	defer close(e.done)
 	// flaps counts losses that came less than a TTL after the registration
@@ -418,7 +385,7 @@ func (r *Registry) regKeep(e *regEntry) {
 	flaps := 0
 	for {
 		began := time.Now()
-		reason := r.regKeepAlive(e)
+		reason := r.keepAlive(e)
 		if e.ctx.Err() != nil {
 			return
 		}
@@ -426,28 +393,28 @@ func (r *Registry) regKeep(e *regEntry) {
 		if r.cli.Ctx().Err() != nil {
 			// Nothing can be written once the client is closed; Close should
 			// have run first, so say so loudly.
-			r.log.Error("coord: etcd client closed while the service was registered; it drops out of discovery when its lease expires",
+			r.log.Error("etcd client closed while the service was registered; it drops out of discovery when its lease expires",
 				zap.String("service", e.inst.Name), zap.String("id", e.inst.ID))
 			return
 		}
-		r.log.Warn("coord: service registration lost; re-registering",
+		r.log.Warn("service registration lost; re-registering",
 			zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.String("addr", e.inst.Addr),
 			zap.Int64("lease", e.lease.Load()), zap.Error(reason))
-		if time.Since(began) < r.opts.TTL {
+		if time.Since(began) < r.config().TTL.Std() {
 			flaps++
 		} else {
 			flaps = 0
 		}
-		if !r.regRecover(e, flaps) {
+		if !r.reregister(e, flaps) {
 			return
 		}
 	}
 }
 
-// regKeepAlive blocks while e's lease is being renewed and returns why it
+// keepAlive blocks while e's lease is being renewed and returns why it
 // stopped. clientv3 closes the channel when the server reports the lease
 // gone or when no renewal succeeded for a whole TTL (an outage).
-func (r *Registry) regKeepAlive(e *regEntry) error {
+func (r *Registry) keepAlive(e *entry) error {
 	ch, err := r.cli.KeepAlive(e.ctx, clientv3.LeaseID(e.lease.Load()))
 	if err != nil {
 		return err
@@ -458,14 +425,15 @@ func (r *Registry) regKeepAlive(e *regEntry) error {
 	return errors.New("lease keepalive stopped (lease expired or revoked)")
 }
 
-// regRecover re-grants and re-writes e's key with jittered exponential
+// reregister re-grants and re-writes e's key with jittered exponential
 // backoff, starting at attempt first, and no attempt limit. It returns false
 // only when the entry or the client is shut down.
-func (r *Registry) regRecover(e *regEntry, first int) bool {
+func (r *Registry) reregister(e *entry, first int) bool {
 	lost := time.Now()
 	old := clientv3.LeaseID(e.lease.Load())
 	for attempt := first; ; attempt++ {
-		t := time.NewTimer(regBackoff(attempt, r.opts.RetryMin, r.opts.RetryMax))
+		cfg := r.config()
+		t := time.NewTimer(backoff(attempt, cfg.RetryMin.Std(), cfg.RetryMax.Std()))
 		select {
 		case <-e.ctx.Done():
 			t.Stop()
@@ -475,14 +443,14 @@ func (r *Registry) regRecover(e *regEntry, first int) bool {
 			return false
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(e.ctx, r.opts.RequestTimeout)
-		lease, err := r.regPut(ctx, e)
+		ctx, cancel := context.WithTimeout(e.ctx, cfg.RequestTimeout.Std())
+		lease, err := r.put(ctx, e)
 		cancel()
 		if err != nil {
 			if e.ctx.Err() != nil {
 				return false
 			}
-			r.log.Warn("coord: re-registration attempt failed; retrying",
+			r.log.Warn("re-registration attempt failed; retrying",
 				zap.String("service", e.inst.Name), zap.String("id", e.inst.ID),
 				zap.Int("attempt", attempt-first+1), zap.Error(err))
 			continue
@@ -490,21 +458,21 @@ func (r *Registry) regRecover(e *regEntry, first int) bool {
 		e.lease.Store(int64(lease))
 		e.live.Store(true)
 		r.reregs.Add(1)
-		r.log.Info("coord: service re-registered",
+		r.log.Info("service re-registered",
 			zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.String("addr", e.inst.Addr),
 			zap.Int64("lease", int64(lease)), zap.Int("attempts", attempt-first+1), zap.Duration("down", time.Since(lost)))
 		// The old lease may survive on the server (a restarted leader extends
 		// leases); it holds no key now, so drop it instead of letting it linger.
 		if old != clientv3.NoLease {
-			r.regRevoke(old)
+			r.revoke(old)
 		}
 		return true
 	}
 }
 
-// regBackoff is exponential from lo to hi with "equal jitter" (half fixed,
+// backoff is exponential from lo to hi with "equal jitter" (half fixed,
 // half random) so many instances recovering from one etcd outage spread out.
-func regBackoff(attempt int, lo, hi time.Duration) time.Duration {
+func backoff(attempt int, lo, hi time.Duration) time.Duration {
 	d := lo
 	for i := 0; i < attempt && d < hi; i++ {
 		d *= 2
@@ -514,7 +482,7 @@ func regBackoff(attempt int, lo, hi time.Duration) time.Duration {
 	return half + rand.N(half+1)
 }
 
-func regCloneMetadata(md map[string]string) map[string]string {
+func cloneMetadata(md map[string]string) map[string]string {
 	if len(md) == 0 {
 		return nil
 	}
@@ -525,9 +493,9 @@ func regCloneMetadata(md map[string]string) map[string]string {
 	return c
 }
 
-// regEtcdError classifies an etcd failure: deadlines and cancellations are
-// TIMEOUT, everything else CONNECTION.
-func regEtcdError(op string, err error) error {
+// etcdError classifies an etcd failure of component's op: deadlines and
+// cancellations are TIMEOUT, everything else CONNECTION.
+func etcdError(component, op string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return lifecycle.TimeoutError(component, op, err)
 	}

@@ -1,4 +1,4 @@
-package coord
+package locking
 
 import (
 	"context"
@@ -20,30 +20,17 @@ import (
 // Errors a lock holder can match with errors.Is.
 var (
 	// ErrLockHeld is returned by TryAcquire when another holder has the lock.
-	ErrLockHeld = errors.New("coord: lock is held by another holder")
+	ErrLockHeld = errors.New("locking: lock is held by another holder")
 	// ErrLockLost is returned by Guard when the lock is no longer held by
 	// this holder (its lease expired, was revoked, or Unlock was called), and
 	// by Acquire when the lease died while waiting.
-	ErrLockLost = errors.New("coord: lock lost")
+	ErrLockLost = errors.New("locking: lock lost")
 )
 
-// DefaultLockPrefix is where locks live unless LockerOptions.Prefix says
-// otherwise.
-const DefaultLockPrefix = "/locks/"
-
-// lkCleanupTimeout bounds the lease revoke that cleans up after a failed or
+// cleanupTimeout bounds the lease revoke that cleans up after a failed or
 // cancelled acquire: the caller's ctx is already done, and if etcd does not
 // answer in this time the lease expires on its own within its TTL anyway.
-const lkCleanupTimeout = 3 * time.Second
-
-// LockerOptions tune NewLocker. The zero value is ready to use.
-type LockerOptions struct {
-	// Prefix is the etcd key prefix of all locks; default "/locks/". A lock
-	// named k lives under Prefix+k+"/", with one key per holder or waiter,
-	// the same layout as concurrency.NewMutex(session, Prefix+k), so code
-	// using etcd's own mutex on the same name excludes and is excluded.
-	Prefix string
-}
+const cleanupTimeout = 3 * time.Second
 
 // Locker hands out distributed locks on etcd. Each lock is held by its own
 // lease (TTL chosen per Acquire), so one lost lock never takes others with
@@ -58,7 +45,7 @@ type LockerOptions struct {
 // stops waiting when the lease is lost, and survives watch compaction.
 //
 // Leases are reused: Unlock deletes the holder's key and keeps a healthy
-// lease (at most lkPoolPerTTL per TTL) for the next Acquire with the same
+// lease (at most poolPerTTL per TTL) for the next Acquire with the same
 // TTL, so a lock taken over and over costs two etcd writes (put, delete)
 // instead of three (grant, put, revoke). A pooled lease is one keepalive
 // stream message per third of its TTL; Close revokes them.
@@ -69,26 +56,24 @@ type Locker struct {
 
 	mu     sync.Mutex
 	held   map[*Lock]struct{}
-	idle   map[int64][]*lkLease // by TTL in seconds
+	idle   map[int64][]*heldLease // by TTL in seconds
 	closed bool
 }
 
-// lkPoolPerTTL bounds the idle leases kept per TTL.
-const lkPoolPerTTL = 4
+// poolPerTTL bounds the idle leases kept per TTL.
+const poolPerTTL = 4
 
-// NewLocker returns a Locker on cli. It does no I/O.
-func NewLocker(cli *clientv3.Client, log *zap.Logger, opts LockerOptions) (*Locker, error) {
+// NewLocker returns a Locker on cli with the locks settings of cfg, or a
+// VALIDATION error naming the bad field of cfg. It does no I/O.
+func NewLocker(cli *clientv3.Client, cfg Config, opts ...Option) (*Locker, error) {
 	if cli == nil {
-		return nil, lifecycle.ValidationError(component, "client", "etcd client is nil")
+		return nil, lifecycle.ValidationError(ModuleName, "client", "etcd client is nil")
 	}
-	if log == nil {
-		log = zap.NewNop()
-	}
-	prefix, err := lkPrefix(opts.Prefix, DefaultLockPrefix)
-	if err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Locker{cli: cli, log: log, prefix: prefix, held: make(map[*Lock]struct{})}, nil
+	o := buildOptions(opts)
+	return &Locker{cli: cli, log: o.log, prefix: normalizePrefix(cfg.Locks.Prefix), held: make(map[*Lock]struct{})}, nil
 }
 
 // Prefix is the key prefix the locks live under.
@@ -103,14 +88,14 @@ func (lk *Locker) Prefix() string { return lk.prefix }
 // behind; if etcd cannot be reached then, the key expires with the lease
 // within ttl.
 func (lk *Locker) Acquire(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
-	return lk.lkAcquire(ctx, "lock.acquire", key, ttl, true)
+	return lk.acquire(ctx, "lock.acquire", key, ttl, true)
 }
 
 // TryAcquire takes the lock named key if it is free right now and returns
 // an error matching ErrLockHeld if another holder has it. It never waits
 // for the lock (only for the two RPCs it makes).
 func (lk *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
-	return lk.lkAcquire(ctx, "lock.try_acquire", key, ttl, false)
+	return lk.acquire(ctx, "lock.try_acquire", key, ttl, false)
 }
 
 // Close releases every lock this Locker still holds, for shutdown: peers
@@ -141,10 +126,10 @@ func (lk *Locker) Close(ctx context.Context) error {
 }
 
 // takeLease returns a live idle lease of ttl, or nil.
-func (lk *Locker) takeLease(ttl time.Duration) *lkLease {
+func (lk *Locker) takeLease(ttl time.Duration) *heldLease {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
-	sec := lkSeconds(ttl)
+	sec := seconds(ttl)
 	for leases := lk.idle[sec]; len(leases) > 0; leases = lk.idle[sec] {
 		lease := leases[len(leases)-1]
 		lk.idle[sec] = leases[:len(leases)-1]
@@ -157,37 +142,37 @@ func (lk *Locker) takeLease(ttl time.Duration) *lkLease {
 
 // keepLease pools a lease whose lock was released cleanly; it reports false
 // (and the caller revokes it) when the pool is full or the Locker closed.
-func (lk *Locker) keepLease(lease *lkLease) bool {
+func (lk *Locker) keepLease(lease *heldLease) bool {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
-	sec := lkSeconds(lease.ttl)
-	if lk.closed || lease.lost() || len(lk.idle[sec]) >= lkPoolPerTTL {
+	sec := seconds(lease.ttl)
+	if lk.closed || lease.lost() || len(lk.idle[sec]) >= poolPerTTL {
 		return false
 	}
 	if lk.idle == nil {
-		lk.idle = map[int64][]*lkLease{}
+		lk.idle = map[int64][]*heldLease{}
 	}
 	lk.idle[sec] = append(lk.idle[sec], lease)
 	return true
 }
 
-func (lk *Locker) lkAcquire(ctx context.Context, op, key string, ttl time.Duration, wait bool) (*Lock, error) {
-	if err := lkValidateName("key", key); err != nil {
+func (lk *Locker) acquire(ctx context.Context, op, key string, ttl time.Duration, wait bool) (*Lock, error) {
+	if err := validateName("key", key); err != nil {
 		return nil, err
 	}
-	if err := lkValidateTTL(ttl); err != nil {
+	if err := validateTTL("ttl", ttl); err != nil {
 		return nil, err
 	}
 	for {
 		lease := lk.takeLease(ttl)
 		if lease == nil {
 			var err error
-			if lease, err = lkGrant(ctx, lk.cli, ttl, nil); err != nil {
-				return nil, lkRPCError(op, key, err)
+			if lease, err = grantLease(ctx, lk.cli, ttl, nil); err != nil {
+				return nil, rpcError(op, key, err)
 			}
-			return lk.lkAcquireWith(ctx, op, key, ttl, wait, lease)
+			return lk.acquireWith(ctx, op, key, ttl, wait, lease)
 		}
-		l, err := lk.lkAcquireWith(ctx, op, key, ttl, wait, lease)
+		l, err := lk.acquireWith(ctx, op, key, ttl, wait, lease)
 		// A pooled lease can die (revoked, expired) before its watchdog
 		// notices; the attempt has released it, so try the next one. The
 		// pool is bounded, so this ends with a fresh grant.
@@ -198,9 +183,9 @@ func (lk *Locker) lkAcquire(ctx context.Context, op, key string, ttl time.Durati
 	}
 }
 
-// lkAcquireWith queues for the lock named key on lease, releasing the lease
+// acquireWith queues for the lock named key on lease, releasing the lease
 // if that fails.
-func (lk *Locker) lkAcquireWith(ctx context.Context, op, key string, ttl time.Duration, wait bool, lease *lkLease) (*Lock, error) {
+func (lk *Locker) acquireWith(ctx context.Context, op, key string, ttl time.Duration, wait bool, lease *heldLease) (*Lock, error) {
 	pfx := lk.prefix + key + "/"
 	l := &Lock{locker: lk, name: key}
 	l.lease = lease
@@ -211,43 +196,43 @@ func (lk *Locker) lkAcquireWith(ctx context.Context, op, key string, ttl time.Du
 	// never become a valid holder.
 	wctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(lease.ctx, cancel)
-	err := lk.lkLock(wctx, l, pfx, wait)
+	err := lk.enqueue(wctx, l, pfx, wait)
 	stop()
 	cancel()
 	if err != nil {
 		l.cancel()
 		// Revoking the lease deletes our queue key even when the put
 		// committed after ctx ended or a delete failed: nothing is left.
-		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), min(ttl, lkCleanupTimeout))
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), min(ttl, cleanupTimeout))
 		rerr := lease.release(cctx)
 		ccancel()
 		if rerr != nil {
-			lk.log.Warn("coord: lock cleanup failed; the key expires with its lease",
+			lk.log.Warn("lock cleanup failed; the key expires with its lease",
 				zap.String("lock", key), zap.Duration("ttl", ttl), zap.Error(rerr))
 		}
 		switch {
 		case errors.Is(err, ErrLockHeld):
-			return nil, fmt.Errorf("coord: lock %q: %w", key, ErrLockHeld)
+			return nil, fmt.Errorf("locking: lock %q: %w", key, ErrLockHeld)
 		case ctx.Err() == nil && lease.lost():
-			return nil, &lifecycle.InfraError{Type: lifecycle.TypeConnection, Component: component, Op: op,
+			return nil, &lifecycle.InfraError{Type: lifecycle.TypeConnection, Component: ModuleName, Op: op,
 				Field: key, Message: "lease lost while waiting", Cause: ErrLockLost}
 		}
-		return nil, lkRPCError(op, key, err)
+		return nil, rpcError(op, key, err)
 	}
 	l.stopLostLog = context.AfterFunc(lease.ctx, func() {
-		lk.log.Warn("coord: lock lost: lease expired or etcd unreachable",
+		lk.log.Warn("lock lost: lease expired or etcd unreachable",
 			zap.String("lock", key), zap.Int64("token", l.rev), zap.String("lease", fmt.Sprintf("%x", int64(lease.id))))
 	})
 	lk.mu.Lock()
 	lk.held[l] = struct{}{}
 	lk.mu.Unlock()
-	lk.log.Debug("coord: lock acquired", zap.String("lock", key), zap.Int64("token", l.rev))
+	lk.log.Debug("lock acquired", zap.String("lock", key), zap.Int64("token", l.rev))
 	return l, nil
 }
 
-// lkLock queues l.key under pfx and, if wait, waits until every key created
+// enqueue queues l.key under pfx and, if wait, waits until every key created
 // before it is gone. It returns ErrLockHeld when !wait and the lock is taken.
-func (lk *Locker) lkLock(ctx context.Context, l *Lock, pfx string, wait bool) error {
+func (lk *Locker) enqueue(ctx context.Context, l *Lock, pfx string, wait bool) error {
 	// One RPC on the uncontended path: enqueue and read the current owner.
 	resp, err := lk.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", 0)).
@@ -270,7 +255,7 @@ func (lk *Locker) lkLock(ctx context.Context, l *Lock, pfx string, wait bool) er
 	if !wait {
 		return ErrLockHeld
 	}
-	if err := lkWaitDeletes(ctx, lk.cli, pfx, l.rev); err != nil {
+	if err := waitDeletes(ctx, lk.cli, pfx, l.rev); err != nil {
 		return err
 	}
 	// All earlier keys are gone, but ours may have gone with an expired
@@ -285,9 +270,9 @@ func (lk *Locker) lkLock(ctx context.Context, l *Lock, pfx string, wait bool) er
 	return nil
 }
 
-// lkWaitDeletes waits until no key under pfx has a create revision below
+// waitDeletes waits until no key under pfx has a create revision below
 // rev, watching only the newest such key each time (no thundering herd).
-func lkWaitDeletes(ctx context.Context, cli *clientv3.Client, pfx string, rev int64) error {
+func waitDeletes(ctx context.Context, cli *clientv3.Client, pfx string, rev int64) error {
 	opts := append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1))
 	for {
 		resp, err := cli.Get(ctx, pfx, opts...)
@@ -297,15 +282,15 @@ func lkWaitDeletes(ctx context.Context, cli *clientv3.Client, pfx string, rev in
 		if len(resp.Kvs) == 0 {
 			return nil
 		}
-		if err := lkWaitDelete(ctx, cli, string(resp.Kvs[0].Key), resp.Header.Revision+1); err != nil {
+		if err := waitDelete(ctx, cli, string(resp.Kvs[0].Key), resp.Header.Revision+1); err != nil {
 			return err
 		}
 	}
 }
 
-// lkWaitDelete returns when key is deleted at or after rev, or when the
+// waitDelete returns when key is deleted at or after rev, or when the
 // watch was compacted past rev (the caller re-reads the prefix then).
-func lkWaitDelete(ctx context.Context, cli *clientv3.Client, key string, rev int64) error {
+func waitDelete(ctx context.Context, cli *clientv3.Client, key string, rev int64) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for wr := range cli.Watch(wctx, key, clientv3.WithRev(rev)) {
@@ -333,7 +318,7 @@ type Lock struct {
 	name   string
 	key    string
 	rev    int64
-	lease  *lkLease
+	lease  *heldLease
 	ctx    context.Context // ends on Unlock or when the lease is lost
 	cancel context.CancelFunc
 	// stopLostLog unhooks the "lock lost" warning: a lease lost after
@@ -374,14 +359,14 @@ func (l *Lock) IsOwner() clientv3.Cmp {
 // unlike checking Done and then writing, no other holder can slip in between.
 func (l *Lock) Guard(ctx context.Context, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
 	if l.ctx.Err() != nil {
-		return nil, fmt.Errorf("coord: lock %q guard: %w", l.name, ErrLockLost)
+		return nil, fmt.Errorf("locking: lock %q guard: %w", l.name, ErrLockLost)
 	}
 	resp, err := l.locker.cli.Txn(ctx).If(l.IsOwner()).Then(ops...).Commit()
 	if err != nil {
-		return nil, lkRPCError("lock.guard", l.name, err)
+		return nil, rpcError("lock.guard", l.name, err)
 	}
 	if !resp.Succeeded {
-		return resp, fmt.Errorf("coord: lock %q guard: %w", l.name, ErrLockLost)
+		return resp, fmt.Errorf("locking: lock %q guard: %w", l.name, ErrLockLost)
 	}
 	return resp, nil
 }
@@ -405,20 +390,20 @@ func (l *Lock) Unlock(ctx context.Context) error {
 			// without the watchdog knowing yet, and must not be reused.
 			resp, err := l.locker.cli.Txn(ctx).If(l.IsOwner()).Then(clientv3.OpDelete(l.key)).Commit()
 			if err == nil && resp.Succeeded && l.locker.keepLease(l.lease) {
-				l.locker.log.Debug("coord: lock released", zap.String("lock", l.name), zap.Int64("token", l.rev))
+				l.locker.log.Debug("lock released", zap.String("lock", l.name), zap.Int64("token", l.rev))
 				return
 			}
 		}
 		if err := l.lease.release(ctx); err != nil {
-			l.err = lkRPCError("lock.unlock", l.name, err)
+			l.err = rpcError("lock.unlock", l.name, err)
 			return
 		}
-		l.locker.log.Debug("coord: lock released", zap.String("lock", l.name), zap.Int64("token", l.rev))
+		l.locker.log.Debug("lock released", zap.String("lock", l.name), zap.Int64("token", l.rev))
 	})
 	return l.err
 }
 
-// lkLease is a lease kept alive for one lock, leadership or instance ID.
+// heldLease is a lease kept alive for one lock, leadership or instance ID.
 // Its ctx is cancelled when the lease is released or considered lost.
 //
 // Why not concurrency.Session: the client reaps a silent keepalive only on
@@ -427,7 +412,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 // hand the lock or ID to someone else while the old holder still believes
 // it has it. The watchdog here declares the lease lost with a quarter of
 // the TTL to spare instead.
-type lkLease struct {
+type heldLease struct {
 	cli    *clientv3.Client
 	id     clientv3.LeaseID
 	ttl    time.Duration // as requested: the pool key
@@ -440,18 +425,18 @@ type lkLease struct {
 }
 
 const (
-	lkLive int32 = iota
-	lkLost
-	lkReleased
+	leaseLive int32 = iota
+	leaseLost
+	leaseReleased
 )
 
-// lkGrant grants a lease of ttl and keeps it alive until released or lost;
+// grantLease grants a lease of ttl and keeps it alive until released or lost;
 // onLost (may be nil) runs once if it is lost rather than released.
-func lkGrant(ctx context.Context, cli *clientv3.Client, ttl time.Duration, onLost func(clientv3.LeaseID)) (*lkLease, error) {
+func grantLease(ctx context.Context, cli *clientv3.Client, ttl time.Duration, onLost func(clientv3.LeaseID)) (*heldLease, error) {
 	// The lease cannot expire on the server before ttl after this instant,
 	// because the grant is processed after the request is sent.
 	sent := time.Now()
-	resp, err := cli.Grant(ctx, lkSeconds(ttl))
+	resp, err := cli.Grant(ctx, seconds(ttl))
 	if err != nil {
 		return nil, err
 	}
@@ -459,12 +444,12 @@ func lkGrant(ctx context.Context, cli *clientv3.Client, ttl time.Duration, onLos
 	kch, err := cli.KeepAlive(kctx, resp.ID)
 	if err != nil {
 		stopKA()
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(ttl, lkCleanupTimeout))
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(ttl, cleanupTimeout))
 		_, _ = cli.Revoke(cctx, resp.ID)
 		cancel()
 		return nil, err
 	}
-	l := &lkLease{cli: cli, id: resp.ID, ttl: ttl, stopKA: stopKA, exited: make(chan struct{}), onLost: onLost}
+	l := &heldLease{cli: cli, id: resp.ID, ttl: ttl, stopKA: stopKA, exited: make(chan struct{}), onLost: onLost}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	granted := time.Duration(resp.TTL) * time.Second
 	go l.watch(kch, sent, granted)
@@ -473,9 +458,9 @@ func lkGrant(ctx context.Context, cli *clientv3.Client, ttl time.Duration, onLos
 
 // watch tracks keepalive answers and declares the lease lost when none has
 // come for three quarters of the TTL. It exits on loss or release.
-func (l *lkLease) watch(kch <-chan *clientv3.LeaseKeepAliveResponse, start time.Time, ttl time.Duration) {
+func (l *heldLease) watch(kch <-chan *clientv3.LeaseKeepAliveResponse, start time.Time, ttl time.Duration) {
 	defer close(l.exited)
-	timer := time.NewTimer(time.Until(start.Add(ttl - lkMargin(ttl))))
+	timer := time.NewTimer(time.Until(start.Add(ttl - lossMargin(ttl))))
 	defer timer.Stop()
 	for {
 		select {
@@ -487,7 +472,7 @@ func (l *lkLease) watch(kch <-chan *clientv3.LeaseKeepAliveResponse, start time.
 			}
 			// Measured from receipt, the margin also covers the trip back.
 			t := time.Duration(r.TTL) * time.Second
-			timer.Reset(t - lkMargin(t))
+			timer.Reset(t - lossMargin(t))
 		case <-timer.C:
 			l.lose()
 			return
@@ -497,13 +482,13 @@ func (l *lkLease) watch(kch <-chan *clientv3.LeaseKeepAliveResponse, start time.
 	}
 }
 
-// lkMargin is how long before the lease's expiry its holder is told it is
+// lossMargin is how long before the lease's expiry its holder is told it is
 // lost: a quarter of the TTL, which the client's keepalive every third of
 // the TTL leaves room for.
-func lkMargin(ttl time.Duration) time.Duration { return ttl / 4 }
+func lossMargin(ttl time.Duration) time.Duration { return ttl / 4 }
 
-func (l *lkLease) lose() {
-	if l.state.CompareAndSwap(lkLive, lkLost) {
+func (l *heldLease) lose() {
+	if l.state.CompareAndSwap(leaseLive, leaseLost) {
 		// Stop refreshing: a holder told it lost the lease must not keep
 		// it alive if etcd comes back, or the key would outlive the belief.
 		l.stopKA()
@@ -514,12 +499,12 @@ func (l *lkLease) lose() {
 	}
 }
 
-func (l *lkLease) lost() bool { return l.state.Load() == lkLost }
+func (l *heldLease) lost() bool { return l.state.Load() == leaseLost }
 
 // release stops the keepalive and revokes the lease, deleting every key on
 // it. A lease etcd no longer knows is already gone, which is fine.
-func (l *lkLease) release(ctx context.Context) error {
-	l.state.CompareAndSwap(lkLive, lkReleased)
+func (l *heldLease) release(ctx context.Context) error {
+	l.state.CompareAndSwap(leaseLive, leaseReleased)
 	l.stopKA()
 	l.cancel()
 	<-l.exited
@@ -530,51 +515,40 @@ func (l *lkLease) release(ctx context.Context) error {
 	return nil
 }
 
-// lkSeconds rounds ttl up to whole seconds, the unit of etcd leases.
-func lkSeconds(ttl time.Duration) int64 { return int64((ttl + time.Second - 1) / time.Second) }
+// seconds rounds ttl up to whole seconds, the unit of etcd leases.
+func seconds(ttl time.Duration) int64 { return int64((ttl + time.Second - 1) / time.Second) }
 
-func lkValidateTTL(ttl time.Duration) error {
-	if ttl < time.Second {
-		return lifecycle.ValidationError(component, "ttl",
-			fmt.Sprintf("must be at least 1s because etcd leases count whole seconds, got %s", ttl))
+// MinTTL is the shortest lease TTL of a lock, a leadership or an ID.
+const MinTTL = time.Second
+
+func validateTTL(field string, ttl time.Duration) error {
+	if ttl < MinTTL {
+		return lifecycle.ValidationError(ModuleName, field,
+			fmt.Sprintf("must be at least %s because etcd leases count whole seconds, got %s", MinTTL, ttl))
 	}
 	return nil
 }
 
-// lkValidateName refuses names that would nest one lock or election inside
+// validateName refuses names that would nest one lock or election inside
 // another's key range: "a" and "a/b" would queue under the same prefix.
-func lkValidateName(field, name string) error {
+func validateName(field, name string) error {
 	switch {
 	case name == "":
-		return lifecycle.ValidationError(component, field, "must not be empty")
+		return lifecycle.ValidationError(ModuleName, field, "must not be empty")
 	case strings.Contains(name, "/"):
-		return lifecycle.ValidationError(component, field,
+		return lifecycle.ValidationError(ModuleName, field,
 			fmt.Sprintf("%q must not contain '/' (one name must not be a key prefix of another; use ':' to nest)", name))
 	}
 	return nil
 }
 
-// lkPrefix applies def to an empty prefix and makes it end in "/".
-func lkPrefix(prefix, def string) (string, error) {
-	if prefix == "" {
-		prefix = def
-	}
-	if !strings.HasPrefix(prefix, "/") {
-		return "", lifecycle.ValidationError(component, "prefix", fmt.Sprintf("%q must start with '/'", prefix))
-	}
-	if !strings.HasSuffix(prefix, "/") {
-		prefix += "/"
-	}
-	return prefix, nil
-}
-
-// lkRPCError wraps a failed etcd call on key: TIMEOUT when the caller's ctx
+// rpcError wraps a failed etcd call on key: TIMEOUT when the caller's ctx
 // ended (errors.Is still finds context.Canceled or DeadlineExceeded),
 // CONNECTION otherwise.
-func lkRPCError(op, key string, err error) error {
+func rpcError(op, key string, err error) error {
 	typ, msg := lifecycle.TypeConnection, "etcd request failed"
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		typ, msg = lifecycle.TypeTimeout, "context ended"
 	}
-	return &lifecycle.InfraError{Type: typ, Component: component, Op: op, Field: key, Message: msg, Cause: err}
+	return &lifecycle.InfraError{Type: typ, Component: ModuleName, Op: op, Field: key, Message: msg, Cause: err}
 }

@@ -1,4 +1,4 @@
-package coord
+package discovery
 
 import (
 	"context"
@@ -14,48 +14,50 @@ import (
 // "etcd:///im-repo" resolves to the live instances of service im-repo.
 const ResolverScheme = "etcd"
 
-// NewResolverBuilder returns a gRPC resolver.Builder for ResolverScheme that
-// reads the Registry's key layout. Pass it to grpc.NewClient with
-// grpc.WithResolvers (or resolver.Register it once) and choose a balancer:
+// ResolverBuilder is the gRPC resolver.Builder for ResolverScheme. It reads
+// the Registry's key layout. Pass it to grpc.NewClient with
+// grpc.WithResolvers and choose a balancer:
 //
 //	conn, err := grpc.NewClient("etcd:///im-repo",
-//		grpc.WithResolvers(coord.NewResolverBuilder(cli)),
+//		grpc.WithResolvers(builder),
 //		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 //		grpc.WithTransportCredentials(creds))
+//
+// It is not registered globally (resolver.Register) because it needs a
+// client, and two apps in one process each have their own.
 //
 // Each resolver follows etcd with the same watch as Discovery.Watch, so it
 // survives etcd restarts and compactions; while etcd is unreachable it keeps
 // the last known instances instead of emptying the connection. Build does no
-// I/O, so dialing never blocks on etcd. It logs through cli's logger
-// (clientv3.Config.Logger).
+// I/O, so dialing never blocks on etcd.
 //
 // etcd's own naming/resolver would also read these keys' values but not
 // this layout, and it stops following for good after a watch error; hence
 // this one.
-func NewResolverBuilder(cli *clientv3.Client) resolver.Builder {
-	return &regResolverBuilder{cli: cli}
+type ResolverBuilder struct {
+	cli *clientv3.Client
+	log *zap.Logger
 }
 
-type regResolverBuilder struct {
-	cli *clientv3.Client
+var _ resolver.Builder = (*ResolverBuilder)(nil)
+
+// NewResolverBuilder returns the resolver.Builder for ResolverScheme on cli.
+func NewResolverBuilder(cli *clientv3.Client, opts ...Option) *ResolverBuilder {
+	return &ResolverBuilder{cli: cli, log: buildOptions(opts).log}
 }
 
 // Scheme implements resolver.Builder.
-func (b *regResolverBuilder) Scheme() string { return ResolverScheme }
+func (b *ResolverBuilder) Scheme() string { return ResolverScheme }
 
 // Build implements resolver.Builder. The goroutine it starts is owned by the
 // returned resolver and ends in Close.
-func (b *regResolverBuilder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+func (b *ResolverBuilder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
 	name := target.Endpoint()
-	if err := regValidateName(name); err != nil {
+	if err := validateName(name); err != nil {
 		return nil, err
 	}
-	log := b.cli.GetLogger()
-	if log == nil {
-		log = zap.NewNop()
-	}
-	log = log.With(zap.String("resolver", ResolverScheme+":///"+name))
-	w := regNewWatcher(b.cli, log, name)
+	log := b.log.With(zap.String("resolver", ResolverScheme+":///"+name))
+	w := newWatcher(b.cli, log, name)
 	reported := false
 	w.onLoadError = func(err error) {
 		// Only before the first state: afterwards gRPC keeps dialing the
@@ -65,7 +67,7 @@ func (b *regResolverBuilder) Build(target resolver.Target, cc resolver.ClientCon
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &regResolver{cancel: cancel}
+	r := &etcdResolver{cancel: cancel}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -77,45 +79,45 @@ func (b *regResolverBuilder) Build(target resolver.Target, cc resolver.ClientCon
 			// An error here means the balancer rejected the state (e.g. no
 			// instances at all); gRPC then asks ResolveNow and the next change
 			// produces a new state anyway.
-			_ = cc.UpdateState(resolver.State{Endpoints: regEndpoints(w.known)})
+			_ = cc.UpdateState(resolver.State{Endpoints: endpointsOf(w.known)})
 			return true
 		})
 	}()
 	return r, nil
 }
 
-// regResolver is the resolver.Resolver for one gRPC channel.
-type regResolver struct {
+// etcdResolver is the resolver.Resolver for one gRPC channel.
+type etcdResolver struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
 // ResolveNow is a no-op: the watch already pushes every change.
-func (r *regResolver) ResolveNow(resolver.ResolveNowOptions) {}
+func (r *etcdResolver) ResolveNow(resolver.ResolveNowOptions) {}
 
 // Close stops the watch and waits for its goroutine.
-func (r *regResolver) Close() {
+func (r *etcdResolver) Close() {
 	r.cancel()
 	r.wg.Wait()
 }
 
-// regInstanceAttr carries a ServiceInstance in endpoint attributes; Equal
+// instanceAttr carries a ServiceInstance in endpoint attributes; Equal
 // makes it comparable although its metadata map is not.
-type regInstanceAttr struct{ inst ServiceInstance }
+type instanceAttr struct{ inst ServiceInstance }
 
-func (a regInstanceAttr) Equal(o any) bool {
-	b, ok := o.(regInstanceAttr)
-	return ok && regSameInstance(a.inst, b.inst)
+func (a instanceAttr) Equal(o any) bool {
+	b, ok := o.(instanceAttr)
+	return ok && sameInstance(a.inst, b.inst)
 }
 
-type regInstanceAttrKey struct{}
+type instanceAttrKey struct{}
 
-func regEndpoints(set map[string]ServiceInstance) []resolver.Endpoint {
+func endpointsOf(set map[string]ServiceInstance) []resolver.Endpoint {
 	eps := make([]resolver.Endpoint, 0, len(set))
-	for _, inst := range regSorted(set) {
+	for _, inst := range sortedInstances(set) {
 		eps = append(eps, resolver.Endpoint{
 			Addresses:  []resolver.Address{{Addr: inst.Addr}},
-			Attributes: attributes.New(regInstanceAttrKey{}, regInstanceAttr{inst: inst}),
+			Attributes: attributes.New(instanceAttrKey{}, instanceAttr{inst: inst}),
 		})
 	}
 	return eps
@@ -127,6 +129,6 @@ func InstanceFromEndpoint(ep resolver.Endpoint) (ServiceInstance, bool) {
 	if ep.Attributes == nil {
 		return ServiceInstance{}, false
 	}
-	a, ok := ep.Attributes.Value(regInstanceAttrKey{}).(regInstanceAttr)
+	a, ok := ep.Attributes.Value(instanceAttrKey{}).(instanceAttr)
 	return a.inst, ok
 }

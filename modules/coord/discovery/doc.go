@@ -1,0 +1,2 @@
+// Package discovery is service registry and discovery on etcd.
+package discovery

@@ -1,5 +1,0 @@
-package coord
-
-import "go.uber.org/zap"
-
-func nopLogger() *zap.Logger { return zap.NewNop() }
