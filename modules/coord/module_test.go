@@ -17,6 +17,8 @@ import (
 	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
 	"github.com/gochat/im-infra/modules/coord/coordtest"
+	"github.com/gochat/im-infra/modules/coord/discovery"
+	"github.com/gochat/im-infra/modules/coord/locking"
 )
 
 type cfgModuleOut struct {
@@ -41,21 +43,11 @@ func states(agg *lifecycle.Aggregator) map[string]lifecycle.State {
 // withHealth supplies what lifecycle.Module would: an aggregator.
 var withHealth = fx.Provide(func() *lifecycle.Aggregator { return lifecycle.NewAggregator(nil, lifecycle.AggregatorOptions{}) })
 
-func TestModuleWiringAndStopOrder(t *testing.T) {
+func TestModuleWiring(t *testing.T) {
 	e := coordtest.StartEtcd(t)
 	t.Setenv(EnvEndpoints, e.Endpoint())
 	var out cfgModuleOut
-	var clientOpenAtStop bool
-	app := fxtest.New(t,
-		Module,
-		withHealth, fx.Supply(zap.NewNop(), testIdentity, lifecycle.ProcessEnviron()),
-		fx.Populate(&out),
-		// Stands in for the registry: a user of the client registers its
-		// hook later and so must stop while the client is still open.
-		fx.Invoke(fx.Annotate(func(lc fx.Lifecycle, c *clientv3.Client) {
-			lc.Append(fx.StopHook(func() { clientOpenAtStop = c.Ctx().Err() == nil }))
-		}, fx.ParamTags(``, `name:"etcd"`))),
-	)
+	app := fxtest.New(t, Module, withHealth, fx.Supply(zap.NewNop(), testIdentity, lifecycle.ProcessEnviron()), fx.Populate(&out))
 	app.RequireStart()
 	assert.True(t, out.Client.Connected())
 	assert.Same(t, out.Client.Raw(), out.Raw)
@@ -64,10 +56,90 @@ func TestModuleWiringAndStopOrder(t *testing.T) {
 	assert.Equal(t, map[string]lifecycle.State{"coord": lifecycle.Healthy, "registry": lifecycle.Healthy}, states(out.Health))
 	_, err := out.Center.Set(context.Background(), "/config/dev/svc/m", []byte("{}"))
 	require.NoError(t, err)
-
 	app.RequireStop()
-	assert.True(t, clientOpenAtStop, "the client closes after the hooks of its users")
 	assert.Error(t, out.Raw.Ctx().Err(), "the client is closed on stop")
+}
+
+// TestModuleStopReleasesBeforeClientCloses runs the real Registry, Locker
+// and IDAllocator of the module with long TTLs: after Stop, the instance,
+// the lock and the ID are gone from etcd at once, which can only happen if
+// each released its lease before the client closed.
+func TestModuleStopReleasesBeforeClientCloses(t *testing.T) {
+	e := coordtest.StartEtcd(t)
+	t.Setenv(EnvEndpoints, e.Endpoint())
+	watcher := coordtest.RawClient(t, e.Endpoints()...)
+	var (
+		out  cfgModuleOut
+		lock *locking.Lock
+		id   *locking.InstanceID
+	)
+	inst := discovery.ServiceInstance{ID: "svc-1", Name: "svc", Addr: "127.0.0.1:9000"}
+	app := fxtest.New(t, Module,
+		withHealth, fx.Supply(zap.NewNop(), testIdentity, lifecycle.ProcessEnviron()),
+		fx.Populate(&out),
+		fx.Invoke(func(lc fx.Lifecycle, reg *discovery.Registry, locker *locking.Locker, ids *locking.IDAllocator) {
+			lc.Append(fx.StartHook(func(ctx context.Context) error {
+				if err := reg.Register(ctx, inst); err != nil {
+					return err
+				}
+				var err error
+				if lock, err = locker.Acquire(ctx, "stop-order", 30*time.Second); err != nil {
+					return err
+				}
+				id, err = ids.AcquireID(ctx)
+				return err
+			}))
+		}),
+	)
+	app.RequireStart()
+	ctx := coordtest.Ctx(t, 10*time.Second)
+	for _, key := range []string{discovery.ServiceKey(inst.Name, inst.ID), lock.Key(), id.Key()} {
+		resp, err := watcher.Get(ctx, key)
+		require.NoError(t, err)
+		require.Len(t, resp.Kvs, 1, key)
+	}
+	app.RequireStop()
+	require.Error(t, out.Raw.Ctx().Err(), "the client is closed on stop")
+	for _, key := range []string{discovery.ServiceKey(inst.Name, inst.ID), lock.Key(), id.Key()} {
+		resp, err := watcher.Get(ctx, key)
+		require.NoError(t, err)
+		assert.Empty(t, resp.Kvs, "%s released on stop, not left to its lease", key)
+	}
+	leases, err := watcher.Leases(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, leases.Leases, "every lease was revoked before the client closed")
+}
+
+// Issue 6 item 8: a service that registers in its OnStart starts while etcd
+// refuses connections; the registry reports degraded until the instance is
+// in etcd.
+func TestModuleStartsWhenServiceRegistersWithEtcdDown(t *testing.T) {
+	e := coordtest.StartEtcd(t)
+	e.Stop()
+	t.Setenv(EnvEndpoints, e.Endpoint())
+	t.Setenv(EnvProbeTimeout, "300ms")
+	var out cfgModuleOut
+	var reg *discovery.Registry
+	inst := discovery.ServiceInstance{ID: "svc-1", Name: "svc", Addr: "127.0.0.1:9000"}
+	app := fxtest.New(t, Module,
+		withHealth, fx.Supply(zap.NewNop(), testIdentity, lifecycle.ProcessEnviron()),
+		fx.Populate(&out, &reg),
+		fx.Invoke(func(lc fx.Lifecycle, reg *discovery.Registry) {
+			lc.Append(fx.StartHook(func(ctx context.Context) error { return reg.Register(ctx, inst) }))
+		}),
+	)
+	startCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	require.NoError(t, app.Start(startCtx), "the app starts with etcd down")
+	t.Logf("started in %v", time.Since(start))
+	assert.Equal(t, map[string]lifecycle.State{"coord": lifecycle.Degraded, "registry": lifecycle.Degraded}, states(out.Health))
+
+	require.NoError(t, e.Restart())
+	require.Eventually(t, func() bool { return reg.Registered(inst.ID) }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return states(out.Health)["coord"] == lifecycle.Healthy }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, lifecycle.Healthy, states(out.Health)["registry"])
+	app.RequireStop()
 }
 
 func TestModuleStartsWithEtcdDown(t *testing.T) {

@@ -17,7 +17,8 @@ import (
 // newTestElection is a candidate on its own client, closed at cleanup.
 func newTestElection(t *testing.T, cli *clientv3.Client, ttl time.Duration) *Election {
 	t.Helper()
-	e, err := NewElection(cli, t.Name()[len("TestElection"):]+"-el", testConfig(t, ttl))
+	// The prefix is the test's own, so one name serves every test.
+	e, err := NewElection(cli, "el", testConfig(t, ttl))
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
