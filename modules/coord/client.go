@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -48,6 +49,11 @@ type Client struct {
 	probed    atomic.Bool // a probe has finished: Connected is a fact, not a default
 	lastErr   atomic.Pointer[error]
 
+	// recovered is closed, and replaced, each time a probe finds etcd
+	// answering after one that did not (see Recovered).
+	recoveredMu sync.Mutex
+	recovered   chan struct{}
+
 	monitorOnce sync.Once
 	stopMonitor context.CancelFunc
 	monitorDone chan struct{}
@@ -57,7 +63,8 @@ type Client struct {
 }
 
 // healthyProbeInterval is how often the monitor re-checks an etcd that
-// answered; an outage is then noticed within this plus ProbeTimeout.
+// answers; an outage is then noticed within this (plus ProbeTimeout if etcd
+// went silent rather than away).
 const healthyProbeInterval = 2 * time.Second
 
 // NewClient builds a client for cfg without connecting: clientv3.New dials
@@ -73,7 +80,7 @@ func NewClient(cfg Config, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: log}
+	c := &Client{cfg: cfg, log: log, recovered: make(chan struct{})}
 
 	backoffMax := cfg.ReconnectBackoffMax.Std()
 	base := min(reconnectBaseDelay, backoffMax)
@@ -148,11 +155,12 @@ func (c *Client) LastError() error {
 	return nil
 }
 
-// Start probes etcd once, bounded by ProbeTimeout, and starts the monitor
-// that keeps Connected current: every 2s while etcd answers, and with
-// jittered backoff up to ReconnectBackoffMax while it does not, so that a
-// returning etcd is noticed within a fraction of a second. The probe's error
-// is returned for logging; the client keeps working either way.
+// Start probes etcd once and starts the monitor that keeps Connected
+// current: every 2s while etcd answers, and every RecoveryProbeInterval
+// while it does not, each time forcing gRPC to reconnect at once rather than
+// after its own backoff, so that a returning etcd is noticed within tens of
+// milliseconds and Recovered wakes whoever waits for it. The probe's error is
+// returned for logging; the client keeps working either way.
 func (c *Client) Start(ctx context.Context) error {
 	err := c.Probe(ctx)
 	c.monitorOnce.Do(func() {
@@ -165,14 +173,13 @@ func (c *Client) Start(ctx context.Context) error {
 
 func (c *Client) monitor(ctx context.Context) {
 	defer close(c.monitorDone)
-	delay := reconnectBaseDelay
+	down := time.Time{}
 	for {
 		wait := healthyProbeInterval
 		if !c.connected.Load() {
-			wait = delay/2 + rand.N(delay/2+1)
-			delay = min(delay*2, c.cfg.ReconnectBackoffMax.Std())
-		} else {
-			delay = reconnectBaseDelay
+			// ±20% keeps many clients of one etcd from probing in step.
+			iv := c.cfg.RecoveryProbeInterval.Std()
+			wait = iv*4/5 + rand.N(iv*2/5+1)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -182,25 +189,57 @@ func (c *Client) monitor(ctx context.Context) {
 		case <-t.C:
 		}
 		was := c.connected.Load()
+		if !was {
+			// gRPC would otherwise retry only after its own backoff (up to
+			// ReconnectBackoffMax), and a fail-fast probe does not dial.
+			c.raw.ActiveConnection().ResetConnectBackoff()
+		}
 		err := c.Probe(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return
 		case was && err != nil:
+			down = time.Now()
 			c.log.Warn("etcd stopped answering; running on the last good config", zap.Error(err))
 		case !was && err == nil:
-			c.log.Info("etcd answers again", zap.Strings("endpoints", c.safeEndpoints()))
+			fields := []zap.Field{zap.Strings("endpoints", c.safeEndpoints())}
+			if !down.IsZero() {
+				fields = append(fields, zap.Duration("down", time.Since(down)))
+			}
+			c.log.Info("etcd answers again", fields...)
 		}
 	}
 }
 
+// Recovered returns a channel that is closed the next time a probe finds
+// etcd answering after one that did not (config.RecoveryNotifier). A
+// config.Value waiting to reload selects on it, so it reloads as soon as
+// etcd is back instead of sleeping out its own backoff.
+func (c *Client) Recovered() <-chan struct{} {
+	c.recoveredMu.Lock()
+	defer c.recoveredMu.Unlock()
+	return c.recovered
+}
+
 // Probe asks etcd for a linearizable read, bounded by ProbeTimeout and ctx,
-// and records whether it answered. A permission error counts as connected:
-// the cluster answered, the user is just not allowed to read the probe key.
+// and records whether it answered. It does not wait for a connection: when
+// none can be made (a refused port, every endpoint down) it fails at once,
+// so a service whose etcd is down starts in milliseconds; an endpoint that
+// accepts but never answers is still bounded by ProbeTimeout. A permission
+// error counts as connected: the cluster answered, the user is just not
+// allowed to read the probe key.
 func (c *Client) Probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ProbeTimeout.Std())
 	defer cancel()
-	_, err := c.raw.Get(ctx, probeKey, clientv3.WithCountOnly())
+	// The generated client, not clientv3's KV: clientv3 waits for a ready
+	// connection (grpc.WaitForReady(true)) on every call and offers no way
+	// to change that per call.
+	_, err := pb.NewKVClient(c.raw.ActiveConnection()).Range(ctx,
+		&pb.RangeRequest{Key: []byte(probeKey), CountOnly: true}, grpc.WaitForReady(false))
+	if err != nil {
+		err = rpctypes.Error(err)
+		c.noteErr(err)
+	}
 	if err != nil && errors.Is(err, rpctypes.ErrPermissionDenied) {
 		err = nil
 	}
@@ -212,7 +251,12 @@ func (c *Client) Probe(ctx context.Context) error {
 		return err
 	}
 	c.lastErr.Store(nil)
-	c.connected.Store(true)
+	if !c.connected.Swap(true) {
+		c.recoveredMu.Lock()
+		close(c.recovered)
+		c.recovered = make(chan struct{})
+		c.recoveredMu.Unlock()
+	}
 	c.probed.Store(true)
 	return nil
 }

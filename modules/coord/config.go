@@ -34,22 +34,24 @@ const (
 	// EnvTLSServerName overrides the name checked in the server certificate.
 	EnvTLSServerName = "IMINFRA_ETCD_TLS_SERVER_NAME"
 	// Durations are Go duration strings ("5s", "250ms").
-	EnvDialTimeout         = "IMINFRA_ETCD_DIAL_TIMEOUT"
-	EnvKeepaliveTime       = "IMINFRA_ETCD_KEEPALIVE_TIME"
-	EnvKeepaliveTimeout    = "IMINFRA_ETCD_KEEPALIVE_TIMEOUT"
-	EnvRequestTimeout      = "IMINFRA_ETCD_REQUEST_TIMEOUT"
-	EnvProbeTimeout        = "IMINFRA_ETCD_PROBE_TIMEOUT"
-	EnvReconnectBackoffMax = "IMINFRA_ETCD_RECONNECT_BACKOFF_MAX"
+	EnvDialTimeout           = "IMINFRA_ETCD_DIAL_TIMEOUT"
+	EnvKeepaliveTime         = "IMINFRA_ETCD_KEEPALIVE_TIME"
+	EnvKeepaliveTimeout      = "IMINFRA_ETCD_KEEPALIVE_TIMEOUT"
+	EnvRequestTimeout        = "IMINFRA_ETCD_REQUEST_TIMEOUT"
+	EnvProbeTimeout          = "IMINFRA_ETCD_PROBE_TIMEOUT"
+	EnvReconnectBackoffMax   = "IMINFRA_ETCD_RECONNECT_BACKOFF_MAX"
+	EnvRecoveryProbeInterval = "IMINFRA_ETCD_RECOVERY_PROBE_INTERVAL"
 )
 
 // Default values of Config.
 const (
-	DefaultDialTimeout         = 5 * time.Second
-	DefaultKeepaliveTime       = 10 * time.Second
-	DefaultKeepaliveTimeout    = 3 * time.Second
-	DefaultRequestTimeout      = 5 * time.Second
-	DefaultProbeTimeout        = 3 * time.Second
-	DefaultReconnectBackoffMax = 500 * time.Millisecond
+	DefaultDialTimeout           = 5 * time.Second
+	DefaultKeepaliveTime         = 10 * time.Second
+	DefaultKeepaliveTimeout      = 3 * time.Second
+	DefaultRequestTimeout        = 5 * time.Second
+	DefaultProbeTimeout          = 3 * time.Second
+	DefaultReconnectBackoffMax   = 500 * time.Millisecond
+	DefaultRecoveryProbeInterval = 50 * time.Millisecond
 )
 
 // Config is how a process reaches etcd.
@@ -79,14 +81,21 @@ type Config struct {
 	// caller's ctx has no earlier deadline (default 5s).
 	RequestTimeout config.Duration `json:"requestTimeout"`
 	// ProbeTimeout bounds the start-up and health probe that decide between
-	// connected and degraded (default 3s): a service with etcd down starts
-	// within this time.
+	// connected and degraded (default 3s). The probe fails at once when no
+	// connection to etcd can be made (a refused port), so it only waits this
+	// long for an endpoint that does not answer at all (a blackhole).
 	ProbeTimeout config.Duration `json:"probeTimeout"`
 	// ReconnectBackoffMax caps gRPC's reconnect backoff (default 500ms).
 	// gRPC's own cap is 120s and its first retries already reach seconds, so
 	// after an etcd restart a client would sit idle long after etcd answers;
 	// a short cap keeps the outage as short as etcd's own.
 	ReconnectBackoffMax config.Duration `json:"reconnectBackoffMax"`
+	// RecoveryProbeInterval is how often, while etcd does not answer, the
+	// monitor forces a reconnect and probes again (default 50ms, jittered by
+	// ±20%). It bounds how long after etcd answers again the client notices
+	// and wakes every config.Value waiting to reload; each attempt costs one
+	// TCP connect against a down etcd.
+	RecoveryProbeInterval config.Duration `json:"recoveryProbeInterval"`
 }
 
 // TLSConfig names PEM files for a TLS connection to etcd.
@@ -108,12 +117,13 @@ func (t TLSConfig) Enabled() bool {
 // Defaults returns a Config with every default set and no endpoints.
 func Defaults() Config {
 	return Config{
-		DialTimeout:         config.Duration(DefaultDialTimeout),
-		KeepaliveTime:       config.Duration(DefaultKeepaliveTime),
-		KeepaliveTimeout:    config.Duration(DefaultKeepaliveTimeout),
-		RequestTimeout:      config.Duration(DefaultRequestTimeout),
-		ProbeTimeout:        config.Duration(DefaultProbeTimeout),
-		ReconnectBackoffMax: config.Duration(DefaultReconnectBackoffMax),
+		DialTimeout:           config.Duration(DefaultDialTimeout),
+		KeepaliveTime:         config.Duration(DefaultKeepaliveTime),
+		KeepaliveTimeout:      config.Duration(DefaultKeepaliveTimeout),
+		RequestTimeout:        config.Duration(DefaultRequestTimeout),
+		ProbeTimeout:          config.Duration(DefaultProbeTimeout),
+		ReconnectBackoffMax:   config.Duration(DefaultReconnectBackoffMax),
+		RecoveryProbeInterval: config.Duration(DefaultRecoveryProbeInterval),
 	}
 }
 
@@ -149,6 +159,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		{EnvRequestTimeout, "requestTimeout", &cfg.RequestTimeout},
 		{EnvProbeTimeout, "probeTimeout", &cfg.ProbeTimeout},
 		{EnvReconnectBackoffMax, "reconnectBackoffMax", &cfg.ReconnectBackoffMax},
+		{EnvRecoveryProbeInterval, "recoveryProbeInterval", &cfg.RecoveryProbeInterval},
 	}
 	for _, d := range durations {
 		v := get(d.env)
@@ -188,6 +199,7 @@ func (c Config) Validate() error {
 		{"requestTimeout", c.RequestTimeout},
 		{"probeTimeout", c.ProbeTimeout},
 		{"reconnectBackoffMax", c.ReconnectBackoffMax},
+		{"recoveryProbeInterval", c.RecoveryProbeInterval},
 	}
 	for _, p := range positive {
 		if p.d <= 0 {

@@ -23,12 +23,12 @@ import (
 
 type cfgModuleOut struct {
 	fx.In
-	Client   *Client
-	Raw      *clientv3.Client `name:"etcd"`
-	Source   config.Source
-	Own      *Source
-	Center   *Center
-	Health   *lifecycle.Aggregator
+	Client *Client
+	Raw    *clientv3.Client `name:"etcd"`
+	Source config.Source
+	Own    *Source
+	Center *Center
+	Health *lifecycle.Aggregator
 }
 
 // states runs the app's health checks.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -17,15 +18,24 @@ const maxTxnOps = 128
 
 // Source is config.Source on etcd. Load reads all keys in one transaction, so
 // the documents are one consistent snapshot at the returned revision; Watch
-// resumes from that revision, so no update between the two is lost.
+// resumes from that revision, so no update between the two is lost. It is
+// also a config.RecoveryNotifier: the client's monitor tells a waiting
+// config.Value the moment etcd answers again.
 type Source struct {
 	c *Client
 }
 
-var _ config.Source = (*Source)(nil)
+var (
+	_ config.Source           = (*Source)(nil)
+	_ config.RecoveryNotifier = (*Source)(nil)
+)
 
 // NewSource returns a Source reading through c.
 func NewSource(c *Client) *Source { return &Source{c: c} }
+
+// Recovered implements config.RecoveryNotifier with the client's monitor
+// (see Client.Recovered).
+func (s *Source) Recovered() <-chan struct{} { return s.c.Recovered() }
 
 // Name implements config.Source.
 func (s *Source) Name() string { return "etcd" }
@@ -80,73 +90,91 @@ func (s *Source) Load(ctx context.Context, keys ...string) ([]config.Document, i
 	return docs, rev, nil
 }
 
-// Watch implements config.Source. It delivers, in revision order and from
-// the calling goroutine, every change to keys after revision, and returns a
-// CONNECTION InfraError when the watch cannot continue (compacted revision,
-// lost leader, cancelled by the server, client closed) so the caller reloads;
-// it returns ctx.Err() when ctx ends. It does not retry: the caller's reload
-// with backoff is the retry, and it alone knows what to reload.
+// Watch implements config.Source. It watches exactly keys, one etcd watch
+// per key from revision+1, and calls fn from the calling goroutine with
+// every change: each key's changes in revision order, different keys in
+// the order they arrive. It returns a CONNECTION InfraError when a watch
+// cannot continue (compacted revision, lost leader, cancelled by the
+// server, client closed) so the caller reloads, and ctx.Err() when ctx
+// ends. It does not retry: the caller's reload with backoff is the retry,
+// and it alone knows what to reload.
 //
-// Several keys are watched as one range from the smallest to the largest and
-// filtered here, because separate watchers give no order across keys and the
-// contract promises revision order. Config keys change rarely, so the extra
-// events in between cost little.
+// One watch per key, rather than one range from the lowest key to the
+// highest, because the range between /config/{env}/global/c and
+// /config/{env}/{service}/c holds every other service's documents: they
+// would be sent here (secrets included), and under etcd RBAC that grants a
+// service only its own and the global prefix the range watch is refused
+// outright. The per-key watches share one gRPC stream.
 func (s *Source) Watch(ctx context.Context, revision int64, fn func(config.Document), keys ...string) error {
+	keys = slices.Compact(slices.Sorted(slices.Values(keys)))
 	if len(keys) == 0 {
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	want := make(map[string]bool, len(keys))
-	for _, k := range keys {
-		want[k] = true
-	}
-	lo, hi := slices.Min(keys), slices.Max(keys)
-	opts := []clientv3.OpOption{clientv3.WithRev(revision + 1)}
-	if lo != hi {
-		opts = append(opts, clientv3.WithRange(hi+"\x00"))
-	}
-
-	// Cancelling wctx when Watch returns releases the clientv3 watcher (and
-	// its stream once no other watcher shares it). WithRequireLeader makes a
-	// member cut off from its cluster cancel the watch instead of going
-	// silent while the rest of the cluster moves on.
+	// Cancelling wctx when Watch returns releases the clientv3 watchers
+	// (and their stream once no other watcher shares it). WithRequireLeader
+	// makes a member cut off from its cluster cancel the watch instead of
+	// going silent while the rest of the cluster moves on.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := s.c.raw.Watch(wctx, lo, opts...)
+	type keyed struct {
+		key  string
+		resp clientv3.WatchResponse
+		ok   bool
+	}
+	merged := make(chan keyed)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	for _, key := range keys {
+		wch := s.c.raw.Watch(wctx, key, clientv3.WithRev(revision+1))
+		// Forwards one key's responses, in order, until wctx ends.
+		wg.Go(func() {
+			for {
+				resp, ok := <-wch
+				select {
+				case merged <- keyed{key, resp, ok}:
+				case <-wctx.Done():
+					return
+				}
+				if !ok {
+					return
+				}
+			}
+		})
+	}
 	for {
+		var m keyed
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case resp, ok := <-wch:
-			if !ok {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return lifecycle.ConnectionError(ModuleName, "watch", errors.New("etcd watch channel closed")).WithField(lo)
+		case m = <-merged:
+		}
+		if !m.ok {
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-			if err := resp.Err(); err != nil {
-				s.c.noteErr(err)
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return lifecycle.ConnectionError(ModuleName, "watch", err).WithField(lo)
+			return lifecycle.ConnectionError(ModuleName, "watch", errors.New("etcd watch channel closed")).WithField(m.key)
+		}
+		if err := m.resp.Err(); err != nil {
+			s.c.noteErr(err)
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-			if resp.Canceled {
-				return lifecycle.ConnectionError(ModuleName, "watch", errors.New("watch cancelled by etcd")).WithField(lo)
+			return lifecycle.ConnectionError(ModuleName, "watch", err).WithField(m.key)
+		}
+		if m.resp.Canceled {
+			return lifecycle.ConnectionError(ModuleName, "watch", errors.New("watch cancelled by etcd")).WithField(m.key)
+		}
+		for _, ev := range m.resp.Events {
+			doc := config.Document{Key: m.key, Revision: ev.Kv.ModRevision}
+			if ev.Type == clientv3.EventTypePut {
+				doc.Data = nonNil(ev.Kv.Value)
 			}
-			for _, ev := range resp.Events {
-				k := string(ev.Kv.Key)
-				if !want[k] {
-					continue
-				}
-				doc := config.Document{Key: k, Revision: ev.Kv.ModRevision}
-				if ev.Type == clientv3.EventTypePut {
-					doc.Data = nonNil(ev.Kv.Value)
-				}
-				fn(doc)
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
+			fn(doc)
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
 		}
 	}

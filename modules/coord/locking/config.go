@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -170,3 +171,17 @@ func buildOptions(opts []Option) options {
 	}
 	return o
 }
+
+// settings is the live Config of a Locker, an IDAllocator or an Elector and
+// its elections: the fx module stores each valid change, and the fields that
+// apply live are read from it at each use.
+type settings struct{ p atomic.Pointer[Config] }
+
+func newSettings(c Config) *settings {
+	s := &settings{}
+	s.p.Store(&c)
+	return s
+}
+
+func (s *settings) get() Config  { return *s.p.Load() }
+func (s *settings) set(c Config) { s.p.Store(&c) }

@@ -42,7 +42,7 @@ type Election struct {
 	log    *zap.Logger
 	name   string
 	prefix string
-	ttl    time.Duration
+	cfg    *settings // TTL and release timeout, read at each use
 
 	campaignMu sync.Mutex // one Campaign at a time
 
@@ -75,19 +75,30 @@ func NewElection(cli *clientv3.Client, name string, cfg Config, opts ...Option) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := buildOptions(opts)
-	e := &Election{cli: cli, log: o.log, name: name, prefix: normalizePrefix(cfg.Election.Prefix) + name + "/", ttl: cfg.Election.TTL.Std()}
+	return newElection(cli, name, cfg, newSettings(cfg), buildOptions(opts).log), nil
+}
+
+// newElection makes a candidate whose live settings come from s (shared by
+// every election of an Elector); the prefix is fixed at creation.
+func newElection(cli *clientv3.Client, name string, cfg Config, s *settings, log *zap.Logger) *Election {
+	e := &Election{cli: cli, log: log, name: name, prefix: normalizePrefix(cfg.Election.Prefix) + name + "/", cfg: s}
 	e.closing, e.close = context.WithCancel(context.Background())
-	return e, nil
+	return e
+}
+
+func (e *Election) releaseCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return releaseCtx(ctx, e.cfg.get().ReleaseTimeout.Std())
 }
 
 // Name is the election's name.
 func (e *Election) Name() string { return e.name }
 
 // Campaign blocks until this candidate leads with value, or ctx ends, or
-// the election is closed. A campaign that ends without leading removes its
-// candidate key before returning. Campaigning while already leading
-// replaces the announced value.
+// the election is closed. Each term runs on a fresh lease of the configured
+// election TTL. A candidate whose lease is lost while it waits (etcd
+// unreachable for most of the TTL) stands again on a fresh lease. A
+// campaign that ends without leading removes its candidate key before
+// returning. Campaigning while already leading replaces the announced value.
 func (e *Election) Campaign(ctx context.Context, value string) error {
 	e.campaignMu.Lock()
 	defer e.campaignMu.Unlock()
@@ -103,17 +114,28 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	}
 	if t != nil {
 		// The last term was lost; drop it before standing again.
-		e.endTerm(ctx, t)
+		_ = e.endTerm(ctx, t)
 	}
+	for {
+		again, err := e.stand(ctx, value)
+		if !again {
+			return err
+		}
+		e.log.Info("lease lost while campaigning; standing again", zap.String("election", e.name))
+	}
+}
 
-	lease, err := grantLease(ctx, e.cli, e.ttl, func(id clientv3.LeaseID) {
+// stand runs one campaign on a fresh lease. again reports that the lease
+// was lost while waiting, with ctx and the election still open.
+func (e *Election) stand(ctx context.Context, value string) (again bool, err error) {
+	lease, err := grantLease(ctx, e.cli, e.cfg.get().Election.TTL.Std(), func(id clientv3.LeaseID) {
 		e.log.Warn("leadership lost: lease expired or etcd unreachable",
-			zap.String("election", e.name), zap.String("lease", fmt.Sprintf("%x", int64(id))))
+			zap.String("election", e.name), zap.String("lease", leaseHex(id)))
 	})
 	if err != nil {
-		return rpcError("election.campaign", e.name, err)
+		return false, rpcError("election.campaign", e.name, err)
 	}
-	nt := &leadership{lease: lease, key: fmt.Sprintf("%s%x", e.prefix, int64(lease.id))}
+	nt := &leadership{lease: lease, key: e.prefix + leaseHex(lease.id)}
 
 	wctx, cancel := context.WithCancel(ctx)
 	stopLost := context.AfterFunc(lease.ctx, cancel)
@@ -124,33 +146,32 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	cancel()
 	if err == nil {
 		e.mu.Lock()
-		if !e.closed {
+		closed := e.closed
+		if !closed {
 			e.term = nt
 		}
-		closed = e.closed
 		e.mu.Unlock()
 		if !closed {
 			e.log.Info("elected leader", zap.String("election", e.name), zap.Int64("rev", nt.rev))
-			return nil
+			return false, nil
 		}
 		err = errors.New("election closed while campaigning")
 	}
 	// Revoking the lease deletes the candidate key, whatever state the
 	// campaign stopped in.
-	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), min(e.ttl, cleanupTimeout))
+	cctx, ccancel := e.releaseCtx(ctx)
 	if rerr := lease.release(cctx); rerr != nil {
 		e.log.Warn("campaign cleanup failed; the candidate key expires with its lease",
 			zap.String("election", e.name), zap.Error(rerr))
 	}
 	ccancel()
 	switch {
-	case ctx.Err() == nil && lease.lost():
-		return &lifecycle.InfraError{Type: lifecycle.TypeConnection, Component: ModuleName, Op: "election.campaign",
-			Field: e.name, Message: "lease lost while campaigning", Cause: err}
 	case ctx.Err() == nil && e.closing.Err() != nil:
-		return lifecycle.NewError(lifecycle.TypeValidation, ModuleName, "election.campaign", "election is closed")
+		return false, lifecycle.NewError(lifecycle.TypeValidation, ModuleName, "election.campaign", "election is closed")
+	case ctx.Err() == nil && lease.lost():
+		return true, nil
 	}
-	return rpcError("election.campaign", e.name, err)
+	return false, rpcError("election.campaign", e.name, err)
 }
 
 // campaign puts the candidate key and waits for every older one to go.
@@ -194,13 +215,16 @@ func (e *Election) proclaim(ctx context.Context, t *leadership, value string) er
 	return nil
 }
 
-// endTerm forgets t and revokes its lease.
+// endTerm forgets t and revokes its lease, on a context detached from ctx
+// and bounded by the release timeout.
 func (e *Election) endTerm(ctx context.Context, t *leadership) error {
 	e.mu.Lock()
 	if e.term == t {
 		e.term = nil
 	}
 	e.mu.Unlock()
+	ctx, cancel := e.releaseCtx(ctx)
+	defer cancel()
 	if err := t.lease.release(ctx); err != nil {
 		return rpcError("election.resign", e.name, err)
 	}
@@ -208,9 +232,11 @@ func (e *Election) endTerm(ctx context.Context, t *leadership) error {
 }
 
 // Resign gives up leadership: the candidate key is deleted (its lease
-// revoked) so the next candidate leads at once. Resigning while not leading
-// does nothing. If etcd cannot be reached, leadership still ends here and
-// etcd lets the key expire within the TTL.
+// revoked) so the next candidate leads at once. Like Lock.Unlock it runs on
+// a context detached from ctx and bounded by the release timeout, so it
+// hands over even when ctx has ended. Resigning while not leading does
+// nothing. If etcd cannot be reached, leadership still ends here and etcd
+// lets the key expire within the TTL.
 func (e *Election) Resign(ctx context.Context) error {
 	e.mu.Lock()
 	t := e.term

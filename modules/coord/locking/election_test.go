@@ -158,8 +158,8 @@ func TestElectionCancelledCampaignLeavesNoKey(t *testing.T) {
 func TestElectionDoneOnLeaseLoss(t *testing.T) {
 	e := coordtest.StartEtcd(t)
 	cli := coordtest.RawClient(t, e.Endpoints()...)
-	c1 := newTestElection(t, coordtest.RawClient(t, e.Endpoints()...), time.Second)
-	c2 := newTestElection(t, coordtest.RawClient(t, e.Endpoints()...), time.Second)
+	c1 := newTestElection(t, coordtest.RawClient(t, e.Endpoints()...), MinTTL)
+	c2 := newTestElection(t, coordtest.RawClient(t, e.Endpoints()...), MinTTL)
 	ctx := context.Background()
 
 	require.NoError(t, c1.Campaign(ctx, "one"))

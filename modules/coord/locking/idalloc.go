@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -30,8 +29,8 @@ type IDAllocator struct {
 	log    *zap.Logger
 	prefix string
 	max    int
-	ttl    time.Duration
 	holder string
+	cfg    *settings // TTL and release timeout, read at each use
 
 	mu   sync.Mutex
 	held map[*InstanceID]struct{}
@@ -57,7 +56,7 @@ func NewIDAllocator(cli *clientv3.Client, service string, cfg Config, opts ...Op
 	o := buildOptions(opts)
 	return &IDAllocator{
 		cli: cli, log: o.log,
-		prefix: normalizePrefix(prefix), max: cfg.IDs.Max, ttl: cfg.IDs.TTL.Std(), holder: o.holder,
+		prefix: normalizePrefix(prefix), max: cfg.IDs.Max, holder: o.holder, cfg: newSettings(cfg),
 		held: make(map[*InstanceID]struct{}),
 	}, nil
 }
@@ -71,21 +70,25 @@ func (a *IDAllocator) Max() int { return a.max }
 // Holder is the value written under each ID this allocator holds.
 func (a *IDAllocator) Holder() string { return a.holder }
 
+func (a *IDAllocator) releaseCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return releaseCtx(ctx, a.cfg.get().ReleaseTimeout.Std())
+}
+
 // AcquireID takes the smallest free ID in 1..Max under a new lease. It
 // returns an error matching ErrIDsExhausted when all are held. Each claim is
 // a transaction that succeeds only if the ID's key does not exist, so an ID
 // never has two live holders even when many instances start at once.
 func (a *IDAllocator) AcquireID(ctx context.Context) (*InstanceID, error) {
-	lease, err := grantLease(ctx, a.cli, a.ttl, func(id clientv3.LeaseID) {
+	lease, err := grantLease(ctx, a.cli, a.cfg.get().IDs.TTL.Std(), func(id clientv3.LeaseID) {
 		a.log.Warn("instance ID lost: lease expired or etcd unreachable",
-			zap.String("prefix", a.prefix), zap.String("lease", fmt.Sprintf("%x", int64(id))))
+			zap.String("prefix", a.prefix), zap.String("lease", leaseHex(id)))
 	})
 	if err != nil {
 		return nil, rpcError("id.acquire", a.prefix, err)
 	}
 	id, err := a.claim(ctx, lease)
 	if err != nil {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(a.ttl, cleanupTimeout))
+		cctx, cancel := a.releaseCtx(ctx)
 		if rerr := lease.release(cctx); rerr != nil {
 			a.log.Warn("instance ID cleanup failed; its lease expires on its own",
 				zap.String("prefix", a.prefix), zap.Error(rerr))
@@ -151,7 +154,9 @@ func (a *IDAllocator) smallestFree(kvs []*mvccpb.KeyValue) int {
 
 func (a *IDAllocator) keyOf(id int) string { return a.prefix + strconv.Itoa(id) }
 
-// Close releases every ID this allocator still holds, for shutdown.
+// Close releases every ID this allocator still holds, for shutdown, side
+// by side and each as Release does (detached from ctx, bounded by the
+// release timeout). It is idempotent.
 func (a *IDAllocator) Close(ctx context.Context) error {
 	a.mu.Lock()
 	ids := make([]*InstanceID, 0, len(a.held))
@@ -159,10 +164,12 @@ func (a *IDAllocator) Close(ctx context.Context) error {
 		ids = append(ids, i)
 	}
 	a.mu.Unlock()
-	var errs []error
-	for _, i := range ids {
-		errs = append(errs, i.Release(ctx))
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for n, i := range ids {
+		wg.Go(func() { errs[n] = i.Release(ctx) })
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -184,16 +191,20 @@ func (i *InstanceID) ID() int { return i.id }
 func (i *InstanceID) Key() string { return i.key }
 
 // Done is closed when the ID is no longer this holder's: after Release, or
-// when the lease is lost (told a quarter of the TTL before etcd can give the
-// ID to someone else, see Lock.Done). Stop using the ID then, e.g. stop
+// when the lease is lost (at least a quarter of the TTL before etcd can give
+// the ID to someone else, see MinTTL). Stop using the ID then, e.g. stop
 // minting snowflake IDs, and acquire a new one.
 func (i *InstanceID) Done() <-chan struct{} { return i.lease.ctx.Done() }
 
-// Release frees the ID at once by revoking its lease. Releasing a lost ID
-// is not an error; calling Release again returns the first call's result.
+// Release frees the ID at once by revoking its lease, on a context detached
+// from ctx and bounded by the release timeout (so it frees the ID even when
+// ctx has ended). Releasing a lost ID is not an error; calling Release
+// again does nothing and returns the first call's result.
 func (i *InstanceID) Release(ctx context.Context) error {
 	i.once.Do(func() {
 		a := i.alloc
+		ctx, cancel := a.releaseCtx(ctx)
+		defer cancel()
 		a.mu.Lock()
 		delete(a.held, i)
 		a.mu.Unlock()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -27,11 +26,6 @@ var (
 	ErrLockLost = errors.New("locking: lock lost")
 )
 
-// cleanupTimeout bounds the lease revoke that cleans up after a failed or
-// cancelled acquire: the caller's ctx is already done, and if etcd does not
-// answer in this time the lease expires on its own within its TTL anyway.
-const cleanupTimeout = 3 * time.Second
-
 // Locker hands out distributed locks on etcd. Each lock is held by its own
 // lease (TTL chosen per Acquire), so one lost lock never takes others with
 // it. Waiters queue in arrival order (lowest create revision first), as in
@@ -47,12 +41,13 @@ const cleanupTimeout = 3 * time.Second
 // Leases are reused: Unlock deletes the holder's key and keeps a healthy
 // lease (at most poolPerTTL per TTL) for the next Acquire with the same
 // TTL, so a lock taken over and over costs two etcd writes (put, delete)
-// instead of three (grant, put, revoke). A pooled lease is one keepalive
-// stream message per third of its TTL; Close revokes them.
+// instead of three (grant, put, revoke). A pooled lease costs one renewal
+// per quarter of its TTL; Close revokes them.
 type Locker struct {
 	cli    *clientv3.Client
 	log    *zap.Logger
 	prefix string
+	cfg    *settings
 
 	mu     sync.Mutex
 	held   map[*Lock]struct{}
@@ -73,7 +68,13 @@ func NewLocker(cli *clientv3.Client, cfg Config, opts ...Option) (*Locker, error
 		return nil, err
 	}
 	o := buildOptions(opts)
-	return &Locker{cli: cli, log: o.log, prefix: normalizePrefix(cfg.Locks.Prefix), held: make(map[*Lock]struct{})}, nil
+	return &Locker{cli: cli, log: o.log, prefix: normalizePrefix(cfg.Locks.Prefix), cfg: newSettings(cfg), held: make(map[*Lock]struct{})}, nil
+}
+
+// releaseCtx bounds a release by the configured ReleaseTimeout, detached
+// from ctx.
+func (lk *Locker) releaseCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return releaseCtx(ctx, lk.cfg.get().ReleaseTimeout.Std())
 }
 
 // Prefix is the key prefix the locks live under.
@@ -81,12 +82,13 @@ func (lk *Locker) Prefix() string { return lk.prefix }
 
 // Acquire blocks until this caller holds the lock named key, or ctx ends.
 // ttl is the lease TTL: how long the lock survives its holder going silent
-// (whole seconds, at least 1s; a fraction is rounded up).
+// (whole seconds, at least MinTTL; a fraction is rounded up).
 //
-// A waiter whose ctx ends, or whose lease is lost while waiting, removes its
-// queue key by revoking its lease before returning, so it leaves nothing
-// behind; if etcd cannot be reached then, the key expires with the lease
-// within ttl.
+// A waiter whose lease is lost while it waits (etcd unreachable for most of
+// the TTL) queues again on a fresh lease, behind the waiters that kept
+// theirs. A waiter whose ctx ends removes its queue key by revoking its
+// lease before returning, so it leaves nothing behind; if etcd cannot be
+// reached then, the key expires with the lease within ttl.
 func (lk *Locker) Acquire(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
 	return lk.acquire(ctx, "lock.acquire", key, ttl, true)
 }
@@ -98,9 +100,12 @@ func (lk *Locker) TryAcquire(ctx context.Context, key string, ttl time.Duration)
 	return lk.acquire(ctx, "lock.try_acquire", key, ttl, false)
 }
 
-// Close releases every lock this Locker still holds, for shutdown: peers
-// waiting on them get them now instead of after the TTL. Locks remain
-// usable objects; Unlock on them afterwards is a no-op.
+// Close releases every lock this Locker still holds and revokes its idle
+// leases, for shutdown: peers waiting on them get them now instead of after
+// the TTL. The releases run side by side, each on its own context bounded
+// by ReleaseTimeout (see Unlock), so Close takes at most that long even
+// with etcd down. Locks remain usable objects; Unlock on them afterwards
+// returns Close's result for them. Close is idempotent.
 func (lk *Locker) Close(ctx context.Context) error {
 	lk.mu.Lock()
 	lk.closed = true
@@ -108,21 +113,30 @@ func (lk *Locker) Close(ctx context.Context) error {
 	for l := range lk.held {
 		locks = append(locks, l)
 	}
-	lk.mu.Unlock()
-	var errs []error
-	for _, l := range locks {
-		errs = append(errs, l.Unlock(ctx))
-	}
-	lk.mu.Lock()
 	idle := lk.idle
 	lk.idle = nil
 	lk.mu.Unlock()
+	errs := make(chan error, len(locks)+4*len(idle))
+	var wg sync.WaitGroup
+	for _, l := range locks {
+		wg.Go(func() { errs <- l.Unlock(ctx) })
+	}
 	for _, leases := range idle {
 		for _, lease := range leases {
-			errs = append(errs, lease.release(ctx))
+			wg.Go(func() {
+				rctx, cancel := lk.releaseCtx(ctx)
+				defer cancel()
+				errs <- lease.release(rctx)
+			})
 		}
 	}
-	return errors.Join(errs...)
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
 }
 
 // takeLease returns a live idle lease of ttl, or nil.
@@ -164,19 +178,29 @@ func (lk *Locker) acquire(ctx context.Context, op, key string, ttl time.Duration
 		return nil, err
 	}
 	for {
+		pooled := true
 		lease := lk.takeLease(ttl)
 		if lease == nil {
+			pooled = false
 			var err error
 			if lease, err = grantLease(ctx, lk.cli, ttl, nil); err != nil {
 				return nil, rpcError(op, key, err)
 			}
-			return lk.acquireWith(ctx, op, key, ttl, wait, lease)
 		}
 		l, err := lk.acquireWith(ctx, op, key, ttl, wait, lease)
-		// A pooled lease can die (revoked, expired) before its watchdog
-		// notices; the attempt has released it, so try the next one. The
-		// pool is bounded, so this ends with a fresh grant.
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) && ctx.Err() == nil {
+		switch {
+		case err == nil || ctx.Err() != nil:
+			return l, err
+		case pooled && errors.Is(err, rpctypes.ErrLeaseNotFound):
+			// A pooled lease can die (revoked, expired) before its renewal
+			// notices; the attempt has released it, so try the next one.
+			// The pool is bounded, so this ends with a fresh grant.
+			continue
+		case wait && errors.Is(err, ErrLockLost):
+			// The lease died while we waited (etcd unreachable for most of
+			// the TTL): queue again on a fresh one.
+			lk.log.Info("lease lost while waiting for the lock; queueing again",
+				zap.String("lock", key), zap.Duration("ttl", ttl))
 			continue
 		}
 		return l, err
@@ -203,7 +227,7 @@ func (lk *Locker) acquireWith(ctx context.Context, op, key string, ttl time.Dura
 		l.cancel()
 		// Revoking the lease deletes our queue key even when the put
 		// committed after ctx ended or a delete failed: nothing is left.
-		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), min(ttl, cleanupTimeout))
+		cctx, ccancel := lk.releaseCtx(ctx)
 		rerr := lease.release(cctx)
 		ccancel()
 		if rerr != nil {
@@ -221,7 +245,7 @@ func (lk *Locker) acquireWith(ctx context.Context, op, key string, ttl time.Dura
 	}
 	l.stopLostLog = context.AfterFunc(lease.ctx, func() {
 		lk.log.Warn("lock lost: lease expired or etcd unreachable",
-			zap.String("lock", key), zap.Int64("token", l.rev), zap.String("lease", fmt.Sprintf("%x", int64(lease.id))))
+			zap.String("lock", key), zap.Int64("token", l.rev), zap.String("lease", leaseHex(lease.id)))
 	})
 	lk.mu.Lock()
 	lk.held[l] = struct{}{}
@@ -341,10 +365,11 @@ func (l *Lock) Key() string { return l.key }
 func (l *Lock) Token() int64 { return l.rev }
 
 // Done is closed when the lock is no longer held: after Unlock, or when the
-// lease is lost (etcd unreachable for most of the TTL, lease revoked, client
-// closed). It is closed early, when a quarter of the TTL is still left on
-// the last keepalive, so the holder hears of the loss before etcd can hand
-// the lock to someone else. Stop working on the protected resource then.
+// lease is lost (no renewal confirmed for 3/4 of the TTL, lease revoked,
+// client closed). By the lease rule (see MinTTL) it closes at least a
+// quarter of the TTL before etcd can expire the lease, so the holder hears
+// of the loss before anyone else can hold the lock. Stop working on the
+// protected resource then.
 func (l *Lock) Done() <-chan struct{} { return l.ctx.Done() }
 
 // IsOwner is the comparison that holds while this holder owns the lock, for
@@ -374,11 +399,18 @@ func (l *Lock) Guard(ctx context.Context, ops ...clientv3.Op) (*clientv3.TxnResp
 // Unlock releases the lock by deleting its key, so the next waiter gets the
 // lock at once, and keeps the lease for a later Acquire (see Locker). When
 // the delete fails or the lease is lost, the lease is revoked instead, which
-// deletes the key as well. Unlocking a lost lock is not an error; calling
-// Unlock again returns the first call's result. If etcd cannot be reached,
-// the error says so and the lock frees itself when the lease expires.
+// deletes the key as well.
+//
+// The release runs on a context of its own, detached from ctx and bounded by
+// the Locker's ReleaseTimeout, so `defer lock.Unlock(reqCtx)` releases even
+// when reqCtx has timed out. If etcd cannot be reached within that time,
+// the error says so and the lock frees itself when the lease expires (its
+// renewals have stopped). Unlocking a lost lock is not an error; calling
+// Unlock again does nothing and returns the first call's result.
 func (l *Lock) Unlock(ctx context.Context) error {
 	l.once.Do(func() {
+		ctx, cancel := l.locker.releaseCtx(ctx)
+		defer cancel()
 		l.stopLostLog()
 		l.cancel()
 		l.locker.mu.Lock()
@@ -387,7 +419,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 		if !l.lease.lost() {
 			// Only a delete that found our key proves the lease was alive
 			// at that revision; otherwise it may be revoked or expired
-			// without the watchdog knowing yet, and must not be reused.
+			// without its renewals knowing yet, and must not be reused.
 			resp, err := l.locker.cli.Txn(ctx).If(l.IsOwner()).Then(clientv3.OpDelete(l.key)).Commit()
 			if err == nil && resp.Succeeded && l.locker.keepLease(l.lease) {
 				l.locker.log.Debug("lock released", zap.String("lock", l.name), zap.Int64("token", l.rev))
@@ -403,123 +435,8 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	return l.err
 }
 
-// heldLease is a lease kept alive for one lock, leadership or instance ID.
-// Its ctx is cancelled when the lease is released or considered lost.
-//
-// Why not concurrency.Session: the client reaps a silent keepalive only on
-// a one-second poll after the full TTL, while etcd may expire the lease a
-// round trip after the last keepalive it saw; between the two, etcd can
-// hand the lock or ID to someone else while the old holder still believes
-// it has it. The watchdog here declares the lease lost with a quarter of
-// the TTL to spare instead.
-type heldLease struct {
-	cli    *clientv3.Client
-	id     clientv3.LeaseID
-	ttl    time.Duration // as requested: the pool key
-	ctx    context.Context
-	cancel context.CancelFunc
-	stopKA context.CancelFunc
-	exited chan struct{}
-	state  atomic.Int32
-	onLost func(clientv3.LeaseID)
-}
-
-const (
-	leaseLive int32 = iota
-	leaseLost
-	leaseReleased
-)
-
-// grantLease grants a lease of ttl and keeps it alive until released or lost;
-// onLost (may be nil) runs once if it is lost rather than released.
-func grantLease(ctx context.Context, cli *clientv3.Client, ttl time.Duration, onLost func(clientv3.LeaseID)) (*heldLease, error) {
-	// The lease cannot expire on the server before ttl after this instant,
-	// because the grant is processed after the request is sent.
-	sent := time.Now()
-	resp, err := cli.Grant(ctx, seconds(ttl))
-	if err != nil {
-		return nil, err
-	}
-	kctx, stopKA := context.WithCancel(cli.Ctx())
-	kch, err := cli.KeepAlive(kctx, resp.ID)
-	if err != nil {
-		stopKA()
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(ttl, cleanupTimeout))
-		_, _ = cli.Revoke(cctx, resp.ID)
-		cancel()
-		return nil, err
-	}
-	l := &heldLease{cli: cli, id: resp.ID, ttl: ttl, stopKA: stopKA, exited: make(chan struct{}), onLost: onLost}
-	l.ctx, l.cancel = context.WithCancel(context.Background())
-	granted := time.Duration(resp.TTL) * time.Second
-	go l.watch(kch, sent, granted)
-	return l, nil
-}
-
-// watch tracks keepalive answers and declares the lease lost when none has
-// come for three quarters of the TTL. It exits on loss or release.
-func (l *heldLease) watch(kch <-chan *clientv3.LeaseKeepAliveResponse, start time.Time, ttl time.Duration) {
-	defer close(l.exited)
-	timer := time.NewTimer(time.Until(start.Add(ttl - lossMargin(ttl))))
-	defer timer.Stop()
-	for {
-		select {
-		case r, ok := <-kch:
-			if !ok {
-				// Closed by the client: the lease expired, or the client closed.
-				l.lose()
-				return
-			}
-			// Measured from receipt, the margin also covers the trip back.
-			t := time.Duration(r.TTL) * time.Second
-			timer.Reset(t - lossMargin(t))
-		case <-timer.C:
-			l.lose()
-			return
-		case <-l.ctx.Done():
-			return
-		}
-	}
-}
-
-// lossMargin is how long before the lease's expiry its holder is told it is
-// lost: a quarter of the TTL, which the client's keepalive every third of
-// the TTL leaves room for.
-func lossMargin(ttl time.Duration) time.Duration { return ttl / 4 }
-
-func (l *heldLease) lose() {
-	if l.state.CompareAndSwap(leaseLive, leaseLost) {
-		// Stop refreshing: a holder told it lost the lease must not keep
-		// it alive if etcd comes back, or the key would outlive the belief.
-		l.stopKA()
-		l.cancel()
-		if l.onLost != nil {
-			l.onLost(l.id)
-		}
-	}
-}
-
-func (l *heldLease) lost() bool { return l.state.Load() == leaseLost }
-
-// release stops the keepalive and revokes the lease, deleting every key on
-// it. A lease etcd no longer knows is already gone, which is fine.
-func (l *heldLease) release(ctx context.Context) error {
-	l.state.CompareAndSwap(leaseLive, leaseReleased)
-	l.stopKA()
-	l.cancel()
-	<-l.exited
-	_, err := l.cli.Revoke(ctx, l.id)
-	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return err
-	}
-	return nil
-}
-
 // seconds rounds ttl up to whole seconds, the unit of etcd leases.
 func seconds(ttl time.Duration) int64 { return int64((ttl + time.Second - 1) / time.Second) }
-
-// MinTTL is the shortest lease TTL of a lock, a leadership or an ID.
-const MinTTL = time.Second
 
 func validateTTL(field string, ttl time.Duration) error {
 	if ttl < MinTTL {

@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
 	"github.com/gochat/im-infra/modules/coord/coordtest"
 )
@@ -136,7 +137,7 @@ func TestLockAcquireUnlock(t *testing.T) {
 	_, err = l.Guard(ctx, clientv3.OpPut("/test-data/"+t.Name(), "w"))
 	assert.ErrorIs(t, err, ErrLockLost)
 
-	l2, err := locker.Acquire(ctx, "job", time.Second)
+	l2, err := locker.Acquire(ctx, "job", MinTTL)
 	require.NoError(t, err)
 	assert.Greater(t, l2.Token(), l.Token(), "tokens grow from holder to holder")
 	require.NoError(t, locker.Close(ctx))
@@ -151,20 +152,20 @@ func TestLockTryAcquireHeld(t *testing.T) {
 	b := newTestLocker(t, cli)
 	ctx := context.Background()
 
-	la, err := a.TryAcquire(ctx, "k", time.Second)
+	la, err := a.TryAcquire(ctx, "k", MinTTL)
 	require.NoError(t, err)
-	lb, err := b.TryAcquire(ctx, "k", time.Second)
+	lb, err := b.TryAcquire(ctx, "k", MinTTL)
 	require.ErrorIs(t, err, ErrLockHeld)
 	assert.Nil(t, lb)
 	assert.Equal(t, []string{la.Key()}, keysUnder(t, cli, b.Prefix()), "the refused try left no key")
 
 	// A different name is a different lock.
-	lo, err := b.TryAcquire(ctx, "other", time.Second)
+	lo, err := b.TryAcquire(ctx, "other", MinTTL)
 	require.NoError(t, err)
 	require.NoError(t, lo.Unlock(ctx))
 
 	require.NoError(t, la.Unlock(ctx))
-	lb, err = b.TryAcquire(ctx, "k", time.Second)
+	lb, err = b.TryAcquire(ctx, "k", MinTTL)
 	require.NoError(t, err)
 	require.NoError(t, lb.Unlock(ctx))
 }
@@ -228,7 +229,10 @@ func TestLockCancelledWaiterDuringOutage(t *testing.T) {
 	e := coordtest.StartEtcd(t)
 	cli := coordtest.RawClient(t, e.Endpoints()...)
 	holder := newTestLocker(t, cli)
-	waiter := newTestLocker(t, coordtest.RawClient(t, e.Endpoints()...))
+	cfg := testConfig(t, 0)
+	cfg.ReleaseTimeout = config.Duration(time.Second)
+	waiter, err := NewLocker(coordtest.RawClient(t, e.Endpoints()...), cfg)
+	require.NoError(t, err)
 	ctx := context.Background()
 
 	held, err := holder.Acquire(ctx, "k", 5*time.Second)
@@ -237,7 +241,7 @@ func TestLockCancelledWaiterDuringOutage(t *testing.T) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		_, err := waiter.Acquire(wctx, "k", time.Second)
+		_, err := waiter.Acquire(wctx, "k", MinTTL)
 		errc <- err
 	}()
 	require.Eventually(t, func() bool { return len(keysUnder(t, cli, holder.Prefix())) == 2 }, 5*time.Second, 5*time.Millisecond)
@@ -247,13 +251,13 @@ func TestLockCancelledWaiterDuringOutage(t *testing.T) {
 	select {
 	case err := <-errc:
 		require.Error(t, err)
-		// Cleanup is bounded by min(ttl, 3s) = 1s here.
+		// Cleanup is bounded by the release timeout, 1s here.
 		assert.Less(t, time.Since(start), 2500*time.Millisecond)
 	case <-time.After(5 * time.Second):
 		t.Fatal("cancelled waiter blocked on the outage")
 	}
 	require.NoError(t, e.Restart())
-	// The waiter's lease (1s) is no longer kept alive, so its key expires.
+	// The waiter's lease (2s) is no longer renewed, so its key expires.
 	require.Eventually(t, func() bool {
 		keys := keysUnder(t, cli, holder.Prefix())
 		return len(keys) <= 1 && (len(keys) == 0 || keys[0] == held.Key())
@@ -270,7 +274,7 @@ func TestLockDoneWhenSessionExpires(t *testing.T) {
 	locker := newTestLocker(t, cli)
 	ctx := context.Background()
 
-	l, err := locker.Acquire(ctx, "k", time.Second)
+	l, err := locker.Acquire(ctx, "k", MinTTL)
 	require.NoError(t, err)
 	e.Stop()
 	select {
@@ -286,7 +290,7 @@ func TestLockDoneWhenSessionExpires(t *testing.T) {
 	other := newTestLocker(t, coordtest.RawClient(t, e.Endpoints()...))
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	l2, err := other.Acquire(actx, "k", time.Second)
+	l2, err := other.Acquire(actx, "k", MinTTL)
 	require.NoError(t, err, "the lost lock must pass on once its lease expires")
 	assert.Greater(t, l2.Token(), l.Token())
 	assert.NoError(t, l.Unlock(ctx), "unlocking a lost lock is not an error")
@@ -331,11 +335,11 @@ func TestLockInteropWithConcurrencyMutex(t *testing.T) {
 	defer s.Close()
 	m := concurrency.NewMutex(s, locker.Prefix()+"k")
 	require.NoError(t, m.Lock(ctx))
-	_, err = locker.TryAcquire(ctx, "k", time.Second)
+	_, err = locker.TryAcquire(ctx, "k", MinTTL)
 	require.ErrorIs(t, err, ErrLockHeld)
 	require.NoError(t, m.Unlock(ctx))
 
-	l, err := locker.Acquire(ctx, "k", time.Second)
+	l, err := locker.Acquire(ctx, "k", MinTTL)
 	require.NoError(t, err)
 	require.ErrorIs(t, m.TryLock(ctx), concurrency.ErrLocked)
 	require.NoError(t, l.Unlock(ctx))
@@ -448,13 +452,13 @@ func TestLockReusesLeases(t *testing.T) {
 	locker := newTestLocker(t, cli)
 	ctx := context.Background()
 
-	l1, err := locker.Acquire(ctx, "r", time.Second)
+	l1, err := locker.Acquire(ctx, "r", MinTTL)
 	require.NoError(t, err)
 	require.NoError(t, l1.Unlock(ctx))
 	assert.True(t, isClosed(l1.Done()), "Done closes on Unlock even though the lease lives on")
 	assert.Empty(t, keysUnder(t, cli, locker.Prefix()+"r/"), "Unlock deletes the key")
 
-	l2, err := locker.Acquire(ctx, "r", time.Second)
+	l2, err := locker.Acquire(ctx, "r", MinTTL)
 	require.NoError(t, err)
 	assert.Equal(t, l1.Key(), l2.Key(), "the second lock reuses the first one's lease")
 	assert.Greater(t, l2.Token(), l1.Token(), "tokens still grow")
@@ -464,7 +468,7 @@ func TestLockReusesLeases(t *testing.T) {
 	lease := leaseOf(t, l2.Key())
 	_, err = cli.Revoke(ctx, lease)
 	require.NoError(t, err)
-	l3, err := locker.Acquire(ctx, "r", time.Second)
+	l3, err := locker.Acquire(ctx, "r", MinTTL)
 	require.NoError(t, err)
 	assert.NotEqual(t, l2.Key(), l3.Key())
 	assert.Equal(t, []string{l3.Key()}, keysUnder(t, cli, locker.Prefix()+"r/"))
