@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/fx"
-	"go.uber.org/fx/fxtest"
 	"go.uber.org/zap"
 
 	"github.com/gochat/im-infra/config"
@@ -21,16 +20,11 @@ import (
 func TestModuleBootsDegradedFastWhenEtcdRefuses(t *testing.T) {
 	e := coordtest.StartEtcd(t)
 	e.Stop() // the port now refuses connections
-	t.Setenv(EnvEndpoints, e.Endpoint())
 	var out cfgModuleOut
 	var v *config.Value[cfgSchema]
-	app := fxtest.New(t, Module,
-		withHealth, fx.Supply(zap.NewNop(), testIdentity, lifecycle.ProcessEnviron()),
-		fx.Populate(&out),
-		fx.Invoke(func(lc fx.Lifecycle, src config.Source) {
-			v = config.NewValue[cfgSchema]("comp", src, cfgIdentity)
-			lc.Append(fx.Hook{OnStart: v.Start, OnStop: v.Stop})
-		}),
+	app := moduleApp(t, zap.NewNop(), map[string]string{EnvEndpoints: e.Endpoint()},
+		fx.Provide(config.ProvideValue[cfgSchema]("comp")),
+		fx.Populate(&out, &v),
 	)
 	start := time.Now()
 	app.RequireStart()

@@ -2,12 +2,14 @@ package coord
 
 import (
 	"context"
+	"time"
 
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 
 	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
+	"github.com/gochat/im-infra/modules/clog"
 	"github.com/gochat/im-infra/modules/coord/discovery"
 	"github.com/gochat/im-infra/modules/coord/locking"
 )
@@ -15,21 +17,33 @@ import (
 // ModuleName names the module in logs, health and errors.
 const ModuleName = "coord"
 
-// Module wires coord into an fx app. It needs a *zap.Logger and a
-// lifecycle.Identity and provides: Config (from IMINFRA_ETCD_*), *Client,
-// the raw client as `*clientv3.Client` named "etcd", *Source (also as
-// config.Source), *Center and the "coord" health checker; and, through
-// discovery.Module and locking.Module, the registry, discovery, the gRPC
-// resolver builder, locks, elections and instance IDs.
+// EtcdName is the fx name of the raw etcd client. A constructor that needs
+// it takes it in its fx.In struct as
 //
-// The client's hooks are registered when the client is constructed, which is
-// before anything that depends on it, so its OnStop (Close) runs after theirs
-// (deregistration, unlock, ID release): fx stops hooks in reverse order.
+//	Etcd *clientv3.Client `name:"etcd"`
+//
+// and code holding a *Client calls Client.Raw.
+const EtcdName = "etcd"
+
+// Module is coord's one fx entry point. It reads the etcd connection from
+// the lifecycle.Environ (IMINFRA_ETCD_*) and provides *Client, the raw
+// *clientv3.Client named "etcd" (EtcdName), *Source (also as
+// config.Source), *Center and the "coord" health check; and, through
+// discovery.Module and locking.Module, *discovery.Registry (with its
+// "registry" health check and config component), *discovery.Discovery,
+// *discovery.ResolverBuilder, *locking.Locker, *locking.Elector and
+// *locking.IDAllocator (with config component "locking"). fx builds only
+// what something asks for.
+//
+// The client's hooks are registered when the client is constructed, which
+// is before anything that depends on it, so its OnStop (Close) runs after
+// theirs (deregistration, unlock, resign, ID release): fx stops hooks in
+// reverse order.
 var Module = fx.Module(ModuleName,
 	fx.Provide(
 		loadEnvConfig,
-		newLifecycleClient,
-		fx.Annotate((*Client).Raw, fx.ResultTags(`name:"etcd"`)),
+		newFx,
+		fx.Annotate((*Client).Raw, fx.ResultTags(`name:"`+EtcdName+`"`)),
 		fx.Annotate(NewSource, fx.As(fx.Self()), fx.As(new(config.Source))),
 		NewCenter,
 	),
@@ -39,30 +53,43 @@ var Module = fx.Module(ModuleName,
 
 func loadEnvConfig(e lifecycle.Environ) (Config, error) { return LoadConfig(e.Env) }
 
-// newLifecycleClient builds the client (phase 1, no network) and ties it to
-// the app: OnStart probes etcd and never fails the start, because an etcd
-// outage must not stop a service that can run on its snapshot; OnStop closes
-// the client.
-func newLifecycleClient(lc fx.Lifecycle, cfg Config, log *zap.Logger, agg *lifecycle.Aggregator) (*Client, error) {
-	log = log.Named(ModuleName)
-	c, err := NewClient(cfg, WithLogger(log))
+type fxParams struct {
+	fx.In
+
+	Lifecycle fx.Lifecycle
+	Config    Config
+	Logger    *zap.Logger
+	Health    *lifecycle.Aggregator
+}
+
+// newFx builds the client (phase 1, no network) and ties it to the app:
+// OnStart probes etcd and never fails the start, because an etcd outage
+// must not stop a service that can run on its snapshot; OnStop closes the
+// client.
+func newFx(p fxParams) (*Client, error) {
+	log := clog.ModuleLogger(p.Logger, ModuleName)
+	c, err := NewClient(p.Config, WithLogger(log))
 	if err != nil {
 		return nil, err
 	}
-	agg.Add(NewHealthChecker(c))
-	lc.Append(fx.Hook{
+	p.Health.Add(NewHealthChecker(c))
+	p.Lifecycle.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
+			began := time.Now()
 			if err := c.Start(ctx); err != nil {
 				log.Warn("etcd unreachable at start; running degraded until it answers",
-					zap.Strings("endpoints", c.safeEndpoints()),
-					zap.Duration("probe_timeout", cfg.ProbeTimeout.Std()),
-					zap.Error(err))
+					zap.Strings("endpoints", c.safeEndpoints()), zap.Duration("took", time.Since(began)), zap.Error(err))
 				return nil
 			}
-			log.Info("connected to etcd", zap.Strings("endpoints", c.safeEndpoints()))
+			log.Info("connected to etcd", zap.Strings("endpoints", c.safeEndpoints()), zap.Duration("took", time.Since(began)))
 			return nil
 		},
-		OnStop: func(context.Context) error { return c.Close() },
+		OnStop: func(context.Context) error {
+			began := time.Now()
+			err := c.Close()
+			log.Info("etcd client closed", zap.Duration("took", time.Since(began)))
+			return err
+		},
 	})
 	return c, nil
 }

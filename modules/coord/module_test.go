@@ -31,6 +31,15 @@ type cfgModuleOut struct {
 	Health *lifecycle.Aggregator
 }
 
+// moduleApp is coord.Module on its own, with what lifecycle.Module and
+// clog.Module would supply (an aggregator, a logger, the identity) and
+// env as the app's environment.
+func moduleApp(t *testing.T, log *zap.Logger, env map[string]string, opts ...fx.Option) *fxtest.App {
+	t.Helper()
+	return fxtest.New(t, append([]fx.Option{Module, withHealth, fx.NopLogger,
+		fx.Supply(log, testIdentity, lifecycle.MapEnviron(env))}, opts...)...)
+}
+
 // states runs the app's health checks.
 func states(agg *lifecycle.Aggregator) map[string]lifecycle.State {
 	out := map[string]lifecycle.State{}
@@ -45,19 +54,95 @@ var withHealth = fx.Provide(func() *lifecycle.Aggregator { return lifecycle.NewA
 
 func TestModuleWiring(t *testing.T) {
 	e := coordtest.StartEtcd(t)
-	t.Setenv(EnvEndpoints, e.Endpoint())
-	var out cfgModuleOut
-	app := fxtest.New(t, Module, withHealth, fx.Supply(zap.NewNop(), testIdentity, lifecycle.ProcessEnviron()), fx.Populate(&out))
+	var (
+		out    cfgModuleOut
+		reg    *discovery.Registry
+		disc   *discovery.Discovery
+		rb     *discovery.ResolverBuilder
+		locker *locking.Locker
+		el     *locking.Elector
+		ids    *locking.IDAllocator
+	)
+	app := moduleApp(t, zap.NewNop(), map[string]string{EnvEndpoints: e.Endpoint()},
+		fx.Populate(&out, &reg, &disc, &rb, &locker, &el, &ids))
 	app.RequireStart()
 	assert.True(t, out.Client.Connected())
 	assert.Same(t, out.Client.Raw(), out.Raw)
 	assert.Equal(t, "etcd", out.Source.Name())
 	assert.Same(t, out.Own, out.Source)
 	assert.Equal(t, map[string]lifecycle.State{"coord": lifecycle.Healthy, "registry": lifecycle.Healthy}, states(out.Health))
-	_, err := out.Center.Set(context.Background(), "/config/dev/svc/m", []byte("{}"))
+	assert.Equal(t, discovery.ResolverScheme, rb.Scheme())
+	assert.Equal(t, locking.DefaultLockPrefix, locker.Prefix())
+	assert.Equal(t, "/ids/svc/", ids.Prefix())
+	assert.Equal(t, testIdentity.Instance, ids.Holder())
+	election, err := el.NewElection("wiring")
+	require.NoError(t, err)
+	require.NoError(t, election.Campaign(coordtest.Ctx(t, 5*time.Second), "svc-1"))
+	_, err = out.Center.Set(context.Background(), "/config/dev/svc/m", []byte("{}"))
 	require.NoError(t, err)
 	app.RequireStop()
 	assert.Error(t, out.Raw.Ctx().Err(), "the client is closed on stop")
+	assert.False(t, election.IsLeader(), "the Elector resigned its elections on stop")
+}
+
+// fx builds only what is asked for: coord.Module alone builds the client,
+// not the registry, its config Value or its health check.
+func TestModuleBuildsOnlyWhatIsAskedFor(t *testing.T) {
+	e := coordtest.StartEtcd(t)
+	var out cfgModuleOut
+	app := moduleApp(t, zap.NewNop(), map[string]string{EnvEndpoints: e.Endpoint()}, fx.Populate(&out))
+	app.RequireStart()
+	assert.Equal(t, map[string]lifecycle.State{"coord": lifecycle.Healthy}, states(out.Health))
+	app.RequireStop()
+}
+
+// Settings come from the config components "registry" and "locking":
+// prefixes from the documents at start, TTLs live.
+func TestModuleTakesSettingsFromConfig(t *testing.T) {
+	e := coordtest.StartEtcd(t)
+	raw := coordtest.RawClient(t, e.Endpoints()...)
+	ctx := coordtest.Ctx(t, 20*time.Second)
+	_, err := raw.Put(ctx, config.Key("dev", "svc", "locking"), `{"locks":{"prefix":"/svc-locks/"},"ids":{"max":7,"ttl":"3s"}}`)
+	require.NoError(t, err)
+	_, err = raw.Put(ctx, config.GlobalKey("dev", "registry"), `{"ttl":"4s"}`)
+	require.NoError(t, err)
+	var (
+		reg    *discovery.Registry
+		locker *locking.Locker
+		ids    *locking.IDAllocator
+	)
+	app := moduleApp(t, zap.NewNop(), map[string]string{EnvEndpoints: e.Endpoint()}, fx.Populate(&reg, &locker, &ids))
+	app.RequireStart()
+	defer app.RequireStop()
+	assert.Equal(t, "/svc-locks/", locker.Prefix())
+	assert.Equal(t, 7, ids.Max())
+	id, err := ids.AcquireID(ctx)
+	require.NoError(t, err)
+	require.NoError(t, reg.Register(ctx, discovery.ServiceInstance{ID: "svc-1", Name: "svc", Addr: "127.0.0.1:9000"}))
+	ttlOf := func(key string) int64 {
+		resp, err := raw.Get(ctx, key)
+		require.NoError(t, err)
+		require.Len(t, resp.Kvs, 1)
+		ttl, err := raw.TimeToLive(ctx, clientv3.LeaseID(resp.Kvs[0].Lease))
+		require.NoError(t, err)
+		return ttl.GrantedTTL
+	}
+	assert.EqualValues(t, 3, ttlOf(id.Key()))
+	assert.EqualValues(t, 4, ttlOf(discovery.ServiceKey("svc", "svc-1")))
+
+	// A live change applies to the next grant; a prefix change waits for
+	// a restart.
+	_, err = raw.Put(ctx, config.Key("dev", "svc", "locking"), `{"locks":{"prefix":"/moved/"},"ids":{"max":7,"ttl":"5s"}}`)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		next, err := ids.AcquireID(ctx)
+		if err != nil {
+			return false
+		}
+		defer func() { _ = next.Release(ctx) }()
+		return ttlOf(next.Key()) == 5
+	}, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, "/svc-locks/", locker.Prefix(), "the lock prefix needs a restart")
 }
 
 // TestModuleStopReleasesBeforeClientCloses runs the real Registry, Locker
@@ -66,7 +151,6 @@ func TestModuleWiring(t *testing.T) {
 // each released its lease before the client closed.
 func TestModuleStopReleasesBeforeClientCloses(t *testing.T) {
 	e := coordtest.StartEtcd(t)
-	t.Setenv(EnvEndpoints, e.Endpoint())
 	watcher := coordtest.RawClient(t, e.Endpoints()...)
 	var (
 		out  cfgModuleOut
@@ -74,8 +158,7 @@ func TestModuleStopReleasesBeforeClientCloses(t *testing.T) {
 		id   *locking.InstanceID
 	)
 	inst := discovery.ServiceInstance{ID: "svc-1", Name: "svc", Addr: "127.0.0.1:9000"}
-	app := fxtest.New(t, Module,
-		withHealth, fx.Supply(zap.NewNop(), testIdentity, lifecycle.ProcessEnviron()),
+	app := moduleApp(t, zap.NewNop(), map[string]string{EnvEndpoints: e.Endpoint()},
 		fx.Populate(&out),
 		fx.Invoke(func(lc fx.Lifecycle, reg *discovery.Registry, locker *locking.Locker, ids *locking.IDAllocator) {
 			lc.Append(fx.StartHook(func(ctx context.Context) error {
@@ -116,13 +199,10 @@ func TestModuleStopReleasesBeforeClientCloses(t *testing.T) {
 func TestModuleStartsWhenServiceRegistersWithEtcdDown(t *testing.T) {
 	e := coordtest.StartEtcd(t)
 	e.Stop()
-	t.Setenv(EnvEndpoints, e.Endpoint())
-	t.Setenv(EnvProbeTimeout, "300ms")
 	var out cfgModuleOut
 	var reg *discovery.Registry
 	inst := discovery.ServiceInstance{ID: "svc-1", Name: "svc", Addr: "127.0.0.1:9000"}
-	app := fxtest.New(t, Module,
-		withHealth, fx.Supply(zap.NewNop(), testIdentity, lifecycle.ProcessEnviron()),
+	app := moduleApp(t, zap.NewNop(), map[string]string{EnvEndpoints: e.Endpoint(), EnvProbeTimeout: "300ms"},
 		fx.Populate(&out, &reg),
 		fx.Invoke(func(lc fx.Lifecycle, reg *discovery.Registry) {
 			lc.Append(fx.StartHook(func(ctx context.Context) error { return reg.Register(ctx, inst) }))
@@ -145,11 +225,10 @@ func TestModuleStartsWhenServiceRegistersWithEtcdDown(t *testing.T) {
 func TestModuleStartsWithEtcdDown(t *testing.T) {
 	e := coordtest.StartEtcd(t)
 	e.Stop()
-	t.Setenv(EnvEndpoints, e.Endpoint())
-	t.Setenv(EnvProbeTimeout, "300ms")
 	core, logs := observer.New(zapcore.InfoLevel)
 	var checkers cfgModuleOut
-	app := fxtest.New(t, Module, withHealth, fx.Supply(zap.New(core), testIdentity, lifecycle.ProcessEnviron()), fx.Populate(&checkers))
+	var reg *discovery.Registry
+	app := moduleApp(t, zap.New(core), map[string]string{EnvEndpoints: e.Endpoint(), EnvProbeTimeout: "300ms"}, fx.Populate(&checkers, &reg))
 	start := time.Now()
 	app.RequireStart()
 	assert.Less(t, time.Since(start), time.Second, "start is bounded by the probe timeout")
@@ -162,8 +241,7 @@ func TestModuleStartsWithEtcdDown(t *testing.T) {
 }
 
 func TestModuleRefusesMissingEndpoints(t *testing.T) {
-	t.Setenv(EnvEndpoints, "")
-	app := fx.New(Module, withHealth, fx.Supply(zap.NewNop(), testIdentity, lifecycle.ProcessEnviron()), fx.Invoke(func(*Client) {}), fx.NopLogger)
+	app := fx.New(Module, withHealth, fx.Supply(zap.NewNop(), testIdentity, lifecycle.MapEnviron(nil)), fx.Invoke(func(*Client) {}), fx.NopLogger)
 	err := app.Err()
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), EnvEndpoints)

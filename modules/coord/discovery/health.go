@@ -8,9 +8,10 @@ import (
 )
 
 // HealthChecker reports the registry's health as "registry": healthy when
-// every registered instance is live in etcd (or none is registered),
-// degraded while one is being re-registered after losing its lease, so an
-// instance that peers cannot discover shows up in /readyz.
+// every registered instance is in etcd (or none is registered), degraded
+// while one is not: its registration is still being retried (etcd was down
+// when it registered) or is being restored after a lost lease or a deleted
+// key. An instance that peers cannot discover shows up in /readyz.
 type HealthChecker struct {
 	r *Registry
 }
@@ -40,7 +41,7 @@ func (h *HealthChecker) Check(context.Context) lifecycle.Status {
 	details := map[string]any{"registered": live, "reregistrations": h.r.Reregistrations()}
 	if len(lost) > 0 {
 		details["reregistering"] = lost
-		return lifecycle.Status{State: lifecycle.Degraded, Message: "instance not discoverable; re-registering", Details: details}
+		return lifecycle.Status{State: lifecycle.Degraded, Message: "instance not discoverable; registering it again", Details: details}
 	}
 	return lifecycle.Status{State: lifecycle.Healthy, Details: details}
 }

@@ -11,8 +11,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/gochat/im-infra/lifecycle"
 )
@@ -153,13 +156,18 @@ func decode(name, id string, value []byte) (ServiceInstance, error) {
 }
 
 // Registry keeps this process's service instances registered in etcd, each
-// under its own lease kept alive by a goroutine the Registry owns. When a
-// lease is lost (an etcd outage longer than the TTL, a revoked lease) the
-// Registry logs it and re-registers with jittered backoff until it succeeds,
-// so a running service never silently drops out of discovery.
+// under its own lease, by one goroutine per instance that the Registry owns.
+// That goroutine registers (retrying with backoff while etcd cannot be
+// written), keeps the lease alive, watches the instance's own key, and
+// registers again whenever the registration is lost: the lease expired or
+// was revoked (an etcd outage longer than the TTL), or the key was deleted
+// while the lease lives (restored under the same lease). Each loss and each
+// recovery is logged, Registered is false in between, and the "registry"
+// health check says degraded, so a running service never silently drops out
+// of discovery.
 //
 // Close (or Deregister) must run before the etcd client is closed; the fx
-// module does it when stopping begins and again in OnStop.
+// module does it when stopping begins (the drain) and again in OnStop.
 type Registry struct {
 	cli *clientv3.Client
 	log *zap.Logger
@@ -169,20 +177,25 @@ type Registry struct {
 	entries map[string]*entry
 	closed  bool
 
-	wg     sync.WaitGroup // one per entry: its Register call, then its keeper
+	wg     sync.WaitGroup // one per entry: its keeper
 	reregs atomic.Int64
 }
 
 // entry is one registered instance and the state of its keeper.
 type entry struct {
-	inst   ServiceInstance
-	key    string
-	value  string
-	lease  atomic.Int64 // clientv3.LeaseID currently holding the key; 0 if none
-	live   atomic.Bool  // the key is believed present and kept alive
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the entry's goroutines are gone
+	inst  ServiceInstance
+	key   string
+	value string
+	lease atomic.Int64 // clientv3.LeaseID currently holding the key; 0 if none
+	rev   atomic.Int64 // revision of the last put of the key
+	live  atomic.Bool  // the key is believed present and kept alive
+	ctx   context.Context
+	stop  context.CancelFunc
+	tried chan struct{} // closed after the first registration attempt
+	done  chan struct{} // closed when the keeper has exited
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // NewRegistry returns a Registry writing through cli with cfg, or a
@@ -207,10 +220,17 @@ func (r *Registry) config() Config { return *r.cfg.Load() }
 // attempt or request on.
 func (r *Registry) setConfig(c Config) { r.cfg.Store(&c) }
 
-// Register validates inst, grants a lease, writes the instance under it and
-// starts keeping it alive. It returns once the instance is discoverable, or
-// with the error that prevented it (VALIDATION for bad input or a duplicate
-// ID, CONNECTION or TIMEOUT from etcd); ctx bounds only this first write.
+// Register validates inst and registers it: a lease of the configured TTL
+// and the instance's key under it, kept alive until Deregister or Close.
+// It returns nil once the instance is in etcd; or, when etcd cannot be
+// written right now (down, unreachable, no leader), as soon as the first
+// attempt has failed (at once when no connection can be made, within the
+// request timeout otherwise), with the registration going on in the
+// background: Registered is false and the health check degraded until it
+// succeeds. A service that registers at start therefore starts with etcd
+// down. The errors are VALIDATION for bad input or an ID already
+// registered, INTERNAL after Close. ctx bounds only the wait for the first
+// attempt.
 func (r *Registry) Register(ctx context.Context, inst ServiceInstance) error {
 	if err := inst.Validate(); err != nil {
 		return err
@@ -230,50 +250,28 @@ func (r *Registry) Register(ctx context.Context, inst ServiceInstance) error {
 		r.mu.Unlock()
 		return lifecycle.ValidationError(RegistryComponent, "id", "instance "+strconv.Quote(inst.ID)+" is already registered")
 	}
-	e := &entry{inst: inst, key: ServiceKey(inst.Name, inst.ID), value: value, done: make(chan struct{})}
+	e := &entry{inst: inst, key: ServiceKey(inst.Name, inst.ID), value: value, tried: make(chan struct{}), done: make(chan struct{})}
 	// The entry's context belongs to the Registry, not to the caller: the
 	// keeper must outlive this call and stop on Deregister or Close.
-	e.ctx, e.cancel = context.WithCancel(context.Background())
-	// Reserving the ID before the network call keeps concurrent duplicate
-	// registrations out and lets Close wait for this one.
+	e.ctx, e.stop = context.WithCancel(context.Background())
 	r.entries[inst.ID] = e
 	r.wg.Add(1)
 	r.mu.Unlock()
 
-	callCtx, stop := context.WithCancel(ctx)
-	unhook := context.AfterFunc(e.ctx, stop)
-	lease, err := r.put(callCtx, e)
-	unhook()
-	stop()
-	if err == nil && e.ctx.Err() != nil {
-		// Deregister or Close raced this call and won.
-		r.revoke(lease)
-		err = lifecycle.NewError(lifecycle.TypeInternal, RegistryComponent, "register", "registration cancelled by Deregister or Close")
-	}
-	if err != nil {
-		r.mu.Lock()
-		if r.entries[inst.ID] == e {
-			delete(r.entries, inst.ID)
-		}
-		r.mu.Unlock()
-		e.cancel()
-		close(e.done)
-		r.wg.Done()
-		return err
-	}
-	e.lease.Store(int64(lease))
-	e.live.Store(true)
-	r.log.Info("service registered",
-		zap.String("service", inst.Name), zap.String("id", inst.ID), zap.String("addr", inst.Addr),
-		zap.Int64("lease", int64(lease)), zap.Duration("ttl", time.Duration(r.config().ttlSeconds())*time.Second))
 	go r.keep(e)
+	select {
+	case <-e.tried:
+	case <-ctx.Done():
+	}
 	return nil
 }
 
 // Deregister removes instance id from etcd (revoking its lease) and stops
-// keeping it alive. An unknown id is a VALIDATION error. If etcd cannot be
-// reached the error is returned and the key disappears when its lease
-// expires, at most one TTL later.
+// keeping it alive. Like Close it runs on a context detached from ctx and
+// bounded by the request timeout, so it works after ctx has ended. An ID
+// that is not (or no longer) registered is not an error: a second
+// Deregister is harmless. If etcd cannot be reached the error says so and
+// the key disappears when its lease expires, at most one TTL later.
 func (r *Registry) Deregister(ctx context.Context, id string) error {
 	r.mu.Lock()
 	e, ok := r.entries[id]
@@ -282,13 +280,14 @@ func (r *Registry) Deregister(ctx context.Context, id string) error {
 	}
 	r.mu.Unlock()
 	if !ok {
-		return lifecycle.ValidationError(RegistryComponent, "id", "instance "+strconv.Quote(id)+" is not registered")
+		return nil
 	}
-	return r.stop(ctx, e)
+	return r.deregister(ctx, e)
 }
 
-// Close deregisters every instance and stops all goroutines. It is
-// idempotent; later Register calls fail. Call it before closing the client.
+// Close deregisters every instance, side by side, and stops all goroutines.
+// It runs on a context detached from ctx and bounded by the request timeout
+// (see Deregister). It is idempotent; later Register calls fail.
 func (r *Registry) Close(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closed {
@@ -303,19 +302,19 @@ func (r *Registry) Close(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 
-	var errs []error
-	for _, e := range entries {
-		if err := r.stop(ctx, e); err != nil {
-			errs = append(errs, err)
-		}
+	errs := make([]error, len(entries))
+	var wg sync.WaitGroup
+	for i, e := range entries {
+		wg.Go(func() { errs[i] = r.deregister(ctx, e) })
 	}
+	wg.Wait()
 	r.wg.Wait()
 	return errors.Join(errs...)
 }
 
-// Registered reports whether instance id is registered and its lease is
-// being kept alive. It is false while a lost registration is being
-// re-established.
+// Registered reports whether instance id is registered: its key is in etcd
+// and its lease is being kept alive. It is false until a registration that
+// went to the background succeeds, and while a lost one is being restored.
 func (r *Registry) Registered(id string) bool {
 	r.mu.Lock()
 	e, ok := r.entries[id]
@@ -324,45 +323,76 @@ func (r *Registry) Registered(id string) bool {
 }
 
 // Reregistrations counts the registrations re-established after a lost
-// lease since the Registry was made; a rising count means etcd outages or
-// revoked leases worth looking at.
+// lease or a deleted key since the Registry was made; a rising count means
+// etcd outages, revoked leases or deleted keys worth looking at.
 func (r *Registry) Reregistrations() int64 { return r.reregs.Load() }
 
-// stop cancels e's keeper, waits for it, then revokes the lease so the key
-// goes away now rather than after the TTL.
-func (r *Registry) stop(ctx context.Context, e *entry) error {
-	e.cancel()
-	select {
-	case <-e.done:
-	case <-ctx.Done():
-		return lifecycle.TimeoutError(RegistryComponent, "deregister", ctx.Err()).WithField(e.inst.ID)
-	}
-	e.live.Store(false)
-	lease := clientv3.LeaseID(e.lease.Load())
-	if lease == clientv3.NoLease {
-		return nil
-	}
-	if _, err := r.cli.Revoke(ctx, lease); err != nil {
-		r.log.Warn("deregister failed; the key expires with its lease",
-			zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.Error(err))
-		return etcdError(RegistryComponent, "deregister", err)
-	}
-	r.log.Info("service deregistered", zap.String("service", e.inst.Name), zap.String("id", e.inst.ID))
-	return nil
+// deregister stops e's keeper and revokes its lease so the key goes away
+// now rather than after the TTL, on a context detached from ctx.
+func (r *Registry) deregister(ctx context.Context, e *entry) error {
+	e.stopOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.config().RequestTimeout.Std())
+		defer cancel()
+		e.stop()
+		select {
+		case <-e.done:
+		case <-ctx.Done():
+			e.stopErr = lifecycle.TimeoutError(RegistryComponent, "deregister", ctx.Err()).WithField(e.inst.ID)
+			return
+		}
+		e.live.Store(false)
+		lease := clientv3.LeaseID(e.lease.Load())
+		if lease == clientv3.NoLease {
+			return
+		}
+		if _, err := r.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			r.log.Warn("deregister failed; the key expires with its lease",
+				zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.Error(err))
+			e.stopErr = etcdError(RegistryComponent, "deregister", err)
+			return
+		}
+		r.log.Info("service deregistered", zap.String("service", e.inst.Name), zap.String("id", e.inst.ID))
+	})
+	return e.stopErr
+}
+
+// failFast returns etcd's KV and lease APIs as generated clients whose calls
+// fail at once when no connection to etcd can be made, instead of waiting
+// for one (clientv3's default, with no per-call way to change it).
+// Registration attempts use them, so an attempt against a down etcd costs
+// milliseconds and the backoff, not the request timeout, paces the retries.
+func (r *Registry) failFast() (pb.KVClient, pb.LeaseClient) {
+	conn := r.cli.ActiveConnection()
+	return pb.NewKVClient(conn), pb.NewLeaseClient(conn)
 }
 
 // put grants a fresh lease and writes e's key under it. On failure it
 // revokes the lease it granted, in case the put landed before the error.
 func (r *Registry) put(ctx context.Context, e *entry) (clientv3.LeaseID, error) {
-	g, err := r.cli.Grant(ctx, r.config().ttlSeconds())
+	kv, leases := r.failFast()
+	g, err := leases.LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: r.config().ttlSeconds()}, grpc.WaitForReady(false))
 	if err != nil {
-		return 0, etcdError(RegistryComponent, "register", err)
+		return 0, etcdError(RegistryComponent, "register", rpctypes.Error(err))
 	}
-	if _, err := r.cli.Put(ctx, e.key, e.value, clientv3.WithLease(g.ID)); err != nil {
-		r.revoke(g.ID)
-		return 0, etcdError(RegistryComponent, "register", err)
+	lease := clientv3.LeaseID(g.ID)
+	resp, err := kv.Put(ctx, &pb.PutRequest{Key: []byte(e.key), Value: []byte(e.value), Lease: g.ID}, grpc.WaitForReady(false))
+	if err != nil {
+		r.revoke(lease)
+		return 0, etcdError(RegistryComponent, "register", rpctypes.Error(err))
 	}
-	return g.ID, nil
+	e.rev.Store(resp.Header.Revision)
+	return lease, nil
+}
+
+// restore writes e's key again under its current lease, which is alive.
+func (r *Registry) restore(ctx context.Context, e *entry) error {
+	kv, _ := r.failFast()
+	resp, err := kv.Put(ctx, &pb.PutRequest{Key: []byte(e.key), Value: []byte(e.value), Lease: e.lease.Load()}, grpc.WaitForReady(false))
+	if err != nil {
+		return rpctypes.Error(err)
+	}
+	e.rev.Store(resp.Header.Revision)
+	return nil
 }
 
 // revoke is best-effort cleanup bounded by RequestTimeout; a lease it
@@ -373,97 +403,244 @@ func (r *Registry) revoke(lease clientv3.LeaseID) {
 	_, _ = r.cli.Revoke(ctx, lease)
 }
 
-// keep is the goroutine that owns one registration: it keeps the lease
-// alive and, whenever that stops, re-registers until it succeeds.
+// loss says why a registration stopped holding.
+type loss int
+
+const (
+	lossStopped loss = iota // Deregister, Close or the client closed
+	lossLease               // the lease expired or was revoked
+	lossKey                 // the key was deleted while the lease lives
+)
+
+// keep is the goroutine that owns one registration: it registers, holds,
+// and whenever the registration is lost, restores it, until stopped.
 func (r *Registry) keep(e *entry) {
 	defer r.wg.Done()
 	defer close(e.done)
+	if !r.register(e, 0) {
+		return
+	}
 	// flaps counts losses that came less than a TTL after the registration
 	// before them; it carries the backoff over so a lease that is lost again
-	// at once (e.g. clientv3's keepalive loop halted for good) is retried at
-	// RetryMax, not re-granted ten times a second.
+	// at once is retried at RetryMax, not re-granted ten times a second.
 	flaps := 0
 	for {
 		began := time.Now()
-		reason := r.keepAlive(e)
+		why, reason := r.hold(e)
 		if e.ctx.Err() != nil {
 			return
 		}
 		e.live.Store(false)
-		if r.cli.Ctx().Err() != nil {
+		if why == lossStopped || r.cli.Ctx().Err() != nil {
 			// Nothing can be written once the client is closed; Close should
 			// have run first, so say so loudly.
 			r.log.Error("etcd client closed while the service was registered; it drops out of discovery when its lease expires",
 				zap.String("service", e.inst.Name), zap.String("id", e.inst.ID))
 			return
 		}
-		r.log.Warn("service registration lost; re-registering",
-			zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.String("addr", e.inst.Addr),
-			zap.Int64("lease", e.lease.Load()), zap.Error(reason))
 		if time.Since(began) < r.config().TTL.Std() {
 			flaps++
 		} else {
 			flaps = 0
 		}
-		if !r.reregister(e, flaps) {
+		if why == lossKey {
+			r.log.Warn("service key deleted while its lease lives; restoring it",
+				zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.String("key", e.key),
+				zap.Int64("lease", e.lease.Load()))
+			if r.restoreKey(e, flaps) {
+				continue
+			}
+			if e.ctx.Err() != nil {
+				return
+			}
+			// The lease died in the meantime: register from scratch.
+		} else {
+			r.log.Warn("service registration lost; re-registering",
+				zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.String("addr", e.inst.Addr),
+				zap.Int64("lease", e.lease.Load()), zap.Error(reason))
+		}
+		if !r.register(e, flaps) {
 			return
 		}
 	}
 }
 
-// keepAlive blocks while e's lease is being renewed and returns why it
-// stopped. clientv3 closes the channel when the server reports the lease
-// gone or when no renewal succeeded for a whole TTL (an outage).
-func (r *Registry) keepAlive(e *entry) error {
-	ch, err := r.cli.KeepAlive(e.ctx, clientv3.LeaseID(e.lease.Load()))
+// hold keeps e's lease alive and watches e's key until the registration is
+// lost or stopped, and says which.
+func (r *Registry) hold(e *entry) (loss, error) {
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	lease := clientv3.LeaseID(e.lease.Load())
+	ka, err := r.cli.KeepAlive(ctx, lease)
 	if err != nil {
-		return err
+		if e.ctx.Err() != nil {
+			return lossStopped, nil
+		}
+		return lossLease, err
 	}
-	for range ch {
-		// Draining keeps clientv3 from warning about a full queue.
+	// Only deletes matter: a put by someone else is not ours to undo.
+	wch := r.cli.Watch(ctx, e.key, clientv3.WithRev(e.rev.Load()+1), clientv3.WithFilterPut())
+	for {
+		select {
+		case _, ok := <-ka:
+			if !ok {
+				if e.ctx.Err() != nil {
+					return lossStopped, nil
+				}
+				// clientv3 closes the channel when the server reports the
+				// lease gone or no renewal succeeded for a whole TTL.
+				return lossLease, errors.New("lease keepalive stopped (lease expired or revoked)")
+			}
+		case wr, ok := <-wch:
+			if e.ctx.Err() != nil || r.cli.Ctx().Err() != nil {
+				return lossStopped, nil
+			}
+			if !ok || wr.Err() != nil {
+				// Compacted past our revision, or the watch broke: look.
+				if gone, rev := r.keyGone(ctx, e); gone {
+					return r.deleted(ctx, e, lease)
+				} else if rev > 0 {
+					wch = r.cli.Watch(ctx, e.key, clientv3.WithRev(rev+1), clientv3.WithFilterPut())
+				} else {
+					wch = r.cli.Watch(ctx, e.key, clientv3.WithRev(e.rev.Load()+1), clientv3.WithFilterPut())
+				}
+				continue
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					return r.deleted(ctx, e, lease)
+				}
+			}
+		}
 	}
-	return errors.New("lease keepalive stopped (lease expired or revoked)")
 }
 
-// reregister re-grants and re-writes e's key with jittered exponential
-// backoff, starting at attempt first, and no attempt limit. It returns false
-// only when the entry or the client is shut down.
-func (r *Registry) reregister(e *entry, first int) bool {
+// deleted tells a deleted key (lease alive: restore the key) from a lost
+// lease (revoked or expired: its keys went with it).
+func (r *Registry) deleted(ctx context.Context, e *entry, lease clientv3.LeaseID) (loss, error) {
+	rctx, cancel := context.WithTimeout(ctx, r.config().RequestTimeout.Std())
+	defer cancel()
+	ttl, err := r.cli.TimeToLive(rctx, lease)
+	if err == nil && ttl.TTL > 0 {
+		return lossKey, nil
+	}
+	return lossLease, errors.New("key deleted with its lease (revoked or expired)")
+}
+
+// keyGone reads e's key; gone is true when it does not exist, rev is the
+// read's revision (0 when the read failed).
+func (r *Registry) keyGone(ctx context.Context, e *entry) (gone bool, rev int64) {
+	rctx, cancel := context.WithTimeout(ctx, r.config().RequestTimeout.Std())
+	defer cancel()
+	resp, err := r.cli.Get(rctx, e.key)
+	if err != nil {
+		return false, 0
+	}
+	return len(resp.Kvs) == 0, resp.Header.Revision
+}
+
+// sleep waits the backoff of attempt; false means the entry or the client
+// was shut down.
+func (r *Registry) sleep(e *entry, attempt int) bool {
+	cfg := r.config()
+	t := time.NewTimer(backoff(attempt, cfg.RetryMin.Std(), cfg.RetryMax.Std()))
+	defer t.Stop()
+	select {
+	case <-e.ctx.Done():
+		return false
+	case <-r.cli.Ctx().Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// restoreKey writes e's deleted key again under its living lease, after
+// the backoff of attempt first, retrying while the lease lives. It returns
+// false when the lease is gone (register again) or the entry is stopped.
+func (r *Registry) restoreKey(e *entry, first int) bool {
 	lost := time.Now()
+	for attempt := first; ; attempt++ {
+		if !r.sleep(e, attempt) {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(e.ctx, r.config().RequestTimeout.Std())
+		err := r.restore(ctx, e)
+		cancel()
+		switch {
+		case err == nil:
+			e.live.Store(true)
+			r.reregs.Add(1)
+			r.log.Info("service key restored",
+				zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.String("key", e.key),
+				zap.Int64("lease", e.lease.Load()), zap.Duration("down", time.Since(lost)))
+			return true
+		case e.ctx.Err() != nil:
+			return false
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			return false
+		}
+		r.log.Warn("restoring the service key failed; retrying",
+			zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.Int("attempt", attempt-first+1), zap.Error(err))
+	}
+}
+
+// register grants a lease and writes e's key under it, with jittered
+// exponential backoff from attempt first and no attempt limit; the very
+// first registration of an entry tries at once. It returns false only when
+// the entry or the client is shut down.
+func (r *Registry) register(e *entry, first int) bool {
+	began := time.Now()
+	initial := e.lease.Load() == 0
 	old := clientv3.LeaseID(e.lease.Load())
 	for attempt := first; ; attempt++ {
-		cfg := r.config()
-		t := time.NewTimer(backoff(attempt, cfg.RetryMin.Std(), cfg.RetryMax.Std()))
-		select {
-		case <-e.ctx.Done():
-			t.Stop()
-			return false
-		case <-r.cli.Ctx().Done():
-			t.Stop()
-			return false
-		case <-t.C:
+		if !initial || attempt > first {
+			if !r.sleep(e, attempt) {
+				return false
+			}
 		}
-		ctx, cancel := context.WithTimeout(e.ctx, cfg.RequestTimeout.Std())
+		ctx, cancel := context.WithTimeout(e.ctx, r.config().RequestTimeout.Std())
 		lease, err := r.put(ctx, e)
 		cancel()
+		if initial && attempt == first {
+			close(e.tried)
+		}
 		if err != nil {
 			if e.ctx.Err() != nil {
 				return false
 			}
-			r.log.Warn("re-registration attempt failed; retrying",
-				zap.String("service", e.inst.Name), zap.String("id", e.inst.ID),
-				zap.Int("attempt", attempt-first+1), zap.Error(err))
+			if initial && attempt == first {
+				r.log.Warn("service not registered: etcd cannot be written; retrying in the background",
+					zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.String("addr", e.inst.Addr), zap.Error(err))
+			} else {
+				r.log.Warn("registration attempt failed; retrying",
+					zap.String("service", e.inst.Name), zap.String("id", e.inst.ID),
+					zap.Int("attempt", attempt-first+1), zap.Error(err))
+			}
 			continue
 		}
 		e.lease.Store(int64(lease))
+		if e.ctx.Err() != nil {
+			// Deregister or Close raced this attempt; deregister revokes the
+			// lease it finds, which may be this one or not yet.
+			r.revoke(lease)
+			return false
+		}
 		e.live.Store(true)
+		fields := []zap.Field{zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.String("addr", e.inst.Addr),
+			zap.Int64("lease", int64(lease)), zap.Duration("ttl", time.Duration(r.config().ttlSeconds())*time.Second)}
+		if initial {
+			if attempt > first {
+				fields = append(fields, zap.Int("attempts", attempt-first+1), zap.Duration("took", time.Since(began)))
+			}
+			r.log.Info("service registered", fields...)
+			return true
+		}
 		r.reregs.Add(1)
-		r.log.Info("service re-registered",
-			zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.String("addr", e.inst.Addr),
-			zap.Int64("lease", int64(lease)), zap.Int("attempts", attempt-first+1), zap.Duration("down", time.Since(lost)))
+		r.log.Info("service re-registered", append(fields, zap.Int("attempts", attempt-first+1), zap.Duration("down", time.Since(began)))...)
 		// The old lease may survive on the server (a restarted leader extends
 		// leases); it holds no key now, so drop it instead of letting it linger.
-		if old != clientv3.NoLease {
+		if old != clientv3.NoLease && old != lease {
 			r.revoke(old)
 		}
 		return true
@@ -500,4 +677,11 @@ func etcdError(component, op string, err error) error {
 		return lifecycle.TimeoutError(component, op, err)
 	}
 	return lifecycle.ConnectionError(component, op, err)
+}
+
+// count is the number of instances registered (live or not).
+func (r *Registry) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.entries)
 }

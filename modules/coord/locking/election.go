@@ -54,6 +54,7 @@ type Election struct {
 	closing context.Context
 	close   context.CancelFunc
 	wg      sync.WaitGroup
+	onClose func() // set by the Elector that made it
 }
 
 type leadership struct {
@@ -398,6 +399,9 @@ func (e *Election) Close(ctx context.Context) error {
 	t := e.term
 	e.mu.Unlock()
 	e.close()
+	if e.onClose != nil {
+		e.onClose()
+	}
 	var err error
 	if t != nil {
 		err = e.endTerm(ctx, t)

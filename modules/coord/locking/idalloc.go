@@ -25,12 +25,13 @@ const maxClaimAttempts = 64
 // slots) held by leases: an ID is free again as soon as its holder releases
 // it or its lease expires, and etcd never lets two live leases hold it.
 type IDAllocator struct {
-	cli    *clientv3.Client
-	log    *zap.Logger
-	prefix string
-	max    int
-	holder string
-	cfg    *settings // TTL and release timeout, read at each use
+	cli     *clientv3.Client
+	log     *zap.Logger
+	service string
+	prefix  string
+	max     int
+	holder  string
+	cfg     *settings // TTL and release timeout, read at each use
 
 	mu   sync.Mutex
 	held map[*InstanceID]struct{}
@@ -46,19 +47,41 @@ func NewIDAllocator(cli *clientv3.Client, service string, cfg Config, opts ...Op
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	prefix := cfg.IDs.Prefix
-	if prefix == "" {
-		if err := validateName("service", service); err != nil {
-			return nil, err
-		}
-		prefix = "/ids/" + service + "/"
+	prefix, err := idPrefix(cfg, service)
+	if err != nil {
+		return nil, err
 	}
 	o := buildOptions(opts)
 	return &IDAllocator{
-		cli: cli, log: o.log,
-		prefix: normalizePrefix(prefix), max: cfg.IDs.Max, holder: o.holder, cfg: newSettings(cfg),
+		cli: cli, log: o.log, service: service,
+		prefix: prefix, max: cfg.IDs.Max, holder: o.holder, cfg: newSettings(cfg),
 		held: make(map[*InstanceID]struct{}),
 	}, nil
+}
+
+// idPrefix is cfg's ID prefix, or "/ids/{service}/" when it is empty.
+func idPrefix(cfg Config, service string) (string, error) {
+	if cfg.IDs.Prefix != "" {
+		return normalizePrefix(cfg.IDs.Prefix), nil
+	}
+	if err := validateName("service", service); err != nil {
+		return "", err
+	}
+	return "/ids/" + service + "/", nil
+}
+
+// configure sets the config the fx module loaded: the prefix and range
+// (fixed from then on) and the live fields.
+func (a *IDAllocator) configure(c Config) error {
+	prefix, err := idPrefix(c, a.service)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.prefix, a.max = prefix, c.IDs.Max
+	a.mu.Unlock()
+	a.cfg.set(c)
+	return nil
 }
 
 // Prefix is the key prefix of the ID space: ID n lives at Prefix+n.

@@ -469,3 +469,12 @@ func rpcError(op, key string, err error) error {
 	}
 	return &lifecycle.InfraError{Type: typ, Component: ModuleName, Op: op, Field: key, Message: msg, Cause: err}
 }
+
+// configure sets the config the fx module loaded: the prefix (fixed from
+// then on) and the live fields.
+func (lk *Locker) configure(c Config) {
+	lk.mu.Lock()
+	lk.prefix = normalizePrefix(c.Locks.Prefix)
+	lk.mu.Unlock()
+	lk.cfg.set(c)
+}
