@@ -4,8 +4,16 @@ import (
 	"context"
 	"fmt"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/fx"
+	"go.uber.org/zap"
+
+	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/devstack"
+	"github.com/gochat/im-infra/lifecycle"
 	"github.com/gochat/im-infra/modules/coord"
+	"github.com/gochat/im-infra/modules/coord/discovery"
+	"github.com/gochat/im-infra/modules/coord/locking"
 )
 
 // Bootstrap config comes from the environment; etcd cannot configure its
@@ -63,4 +71,69 @@ func ExampleCenter_CompareAndSet() {
 	// stale edit: false <nil>
 	// v2 {"ttl":"5m"}
 	// v1 {"ttl":"1m"}
+}
+
+// A service module written against coord.Module: it registers the instance
+// at start (in the background if etcd is down), runs a job only while it
+// leads, and uses the raw etcd client, named "etcd" in the graph, for what
+// coord does not wrap.
+func Example_module() {
+	etcd, err := devstack.StartEtcd(devstack.EtcdOptions{})
+	if err != nil {
+		panic(err)
+	}
+	defer etcd.Close()
+
+	type deps struct {
+		fx.In
+		Lifecycle fx.Lifecycle
+		Registry  *discovery.Registry
+		Elector   *locking.Elector
+		Etcd      *clientv3.Client `name:"etcd"`
+	}
+	orders := fx.Module("orders", fx.Invoke(func(d deps) error {
+		scheduler, err := d.Elector.NewElection("orders-scheduler")
+		if err != nil {
+			return err
+		}
+		d.Lifecycle.Append(fx.StartHook(func(ctx context.Context) error {
+			if err := d.Registry.Register(ctx, discovery.ServiceInstance{ID: "orders-1", Name: "orders", Addr: "10.0.0.7:9000"}); err != nil {
+				return err
+			}
+			fmt.Println("registered:", d.Registry.Registered("orders-1"))
+			if err := scheduler.Campaign(ctx, "orders-1"); err != nil {
+				return err
+			}
+			fmt.Println("leading:", scheduler.IsLeader())
+			resp, err := d.Etcd.Get(ctx, discovery.ServiceKeyPrefix+"orders/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+			if err != nil {
+				return err
+			}
+			fmt.Println("instances in etcd:", resp.Count)
+			return nil
+		}))
+		return nil
+	}))
+
+	app := fx.New(
+		lifecycle.Module, config.Module, coord.Module,
+		fx.Replace(lifecycle.MapEnviron(map[string]string{
+			lifecycle.EnvService: "orders", lifecycle.EnvEnv: "dev", lifecycle.EnvInstance: "orders-1",
+			coord.EnvEndpoints: etcd.Endpoint(),
+		})),
+		fx.Supply(zap.NewNop()),
+		fx.NopLogger,
+		orders,
+	)
+	ctx := context.Background()
+	if err := app.Start(ctx); err != nil {
+		panic(err)
+	}
+	if err := app.Stop(ctx); err != nil {
+		panic(err)
+	}
+	// Output:
+	// registered: true
+	// leading: true
+	// instances in etcd: 1
 }
