@@ -104,3 +104,30 @@ func TestEtcdBlackholeStallsWithoutRefusing(t *testing.T) {
 	require.NoError(t, err, "healed: the stalled connection carries on")
 	assert.Equal(t, "v", string(got.Kvs[0].Value))
 }
+
+func TestEtcdRestartDisconnected(t *testing.T) {
+	e, err := devstack.StartEtcd(devstack.EtcdOptions{})
+	require.NoError(t, err)
+	defer e.Close()
+	e.Stop()
+	require.NoError(t, e.RestartDisconnected())
+	assert.True(t, e.Running())
+	direct, err := clientv3.New(clientv3.Config{Endpoints: []string{e.DirectEndpoint()}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	require.NoError(t, err)
+	defer direct.Close()
+	ctx := context.Background()
+	_, err = direct.Put(ctx, "k", "written while clients are cut off")
+	require.NoError(t, err)
+
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	require.NoError(t, err)
+	defer cli.Close()
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, err = cli.Get(short, "k")
+	cancel()
+	require.Error(t, err, "clients stay cut off until Reconnect")
+	require.NoError(t, e.Reconnect())
+	resp, err := cli.Get(ctx, "k")
+	require.NoError(t, err)
+	assert.Equal(t, "written while clients are cut off", string(resp.Kvs[0].Value))
+}

@@ -149,6 +149,17 @@ func (e *Etcd) stop(hard bool) {
 // Restart starts a stopped server again on the same ports and data. A
 // cluster member waits for a quorum, so restart a majority together.
 func (e *Etcd) Restart() error {
+	if err := e.RestartDisconnected(); err != nil {
+		return err
+	}
+	return e.proxy.Open()
+}
+
+// RestartDisconnected starts a stopped server again like Restart, but
+// leaves its clients cut off until Reconnect: a test can write through
+// DirectEndpoint first and then time how soon clients see it from the
+// moment etcd answers them again.
+func (e *Etcd) RestartDisconnected() error {
 	if e.peerProxy != nil {
 		if err := e.peerProxy.Open(); err != nil {
 			return err
@@ -157,10 +168,7 @@ func (e *Etcd) Restart() error {
 	if err := e.launch(true); err != nil {
 		return err
 	}
-	if err := e.awaitReady(0); err != nil {
-		return err
-	}
-	return e.proxy.Open()
+	return e.awaitReady(0)
 }
 
 // Name is the member's name in the cluster.
