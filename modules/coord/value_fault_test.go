@@ -39,16 +39,6 @@ var (
 	valService = config.Key("dev", "svc", "comp")
 )
 
-// directClient bypasses the proxy, so it keeps working while e is
-// Disconnected from the clients under test.
-func directClient(t *testing.T, e *devstack.Etcd) *clientv3.Client {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.DirectEndpoint()}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = cli.Close() })
-	return cli
-}
-
 // etcdState parses what etcd holds now, as a fresh process would.
 func etcdState(t *testing.T, cli *clientv3.Client) cfgSchema {
 	t.Helper()
@@ -69,7 +59,7 @@ func etcdState(t *testing.T, cli *clientv3.Client) cfgSchema {
 
 func TestValueCompactionWhileDisconnected(t *testing.T) {
 	e := coordtest.StartEtcd(t)
-	direct := directClient(t, e)
+	direct := coordtest.RawClient(t, e.DirectEndpoint()) // keeps working while clients are cut off
 	ctx := context.Background()
 	_, err := direct.Put(ctx, valGlobal, `{"n":2}`)
 	require.NoError(t, err)
@@ -161,4 +151,50 @@ func TestValueOnEtcdRefusesBadDocumentsAndFallsBack(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return v.Get().N == 4 }, 2*time.Second, 2*time.Millisecond,
 		"a deleted service key falls back to the global layer")
+}
+
+// Faster where peers are slow: after a long outage, every Value of the
+// service applies what etcd holds at once, not after its own retry backoff
+// (1s here): the client's monitor notices etcd answering within tens of
+// milliseconds and wakes the Values waiting to reload (Source.Recovered).
+// The Values start while etcd is down, so they are in that wait; Values
+// whose watch survived the outage resume with the connection, which the
+// monitor's forced reconnects also hasten.
+// BenchmarkConfigReconvergeAfterOutage measures the worst case over 20
+// outages.
+func TestValuesApplyEtcdConfigSoonAfterOutage(t *testing.T) {
+	e := coordtest.StartEtcd(t)
+	direct := coordtest.RawClient(t, e.DirectEndpoint())
+	e.Stop()
+	c := cliNew(t, cliConfig(e))
+	_ = c.Start(context.Background())
+	src := NewSource(c)
+	ctx := context.Background()
+	var values []*config.Value[cfgSchema]
+	for _, name := range []string{"a", "b", "c"} {
+		v := config.NewValue[cfgSchema](name, src, cfgIdentity, config.WithRetry(time.Second, time.Second))
+		require.NoError(t, v.Start(ctx))
+		require.True(t, v.Degraded())
+		t.Cleanup(func() { _ = v.Stop(context.Background()) })
+		values = append(values, v)
+	}
+	time.Sleep(2500 * time.Millisecond) // every Value now waits out its 1s backoff
+	require.NoError(t, e.RestartDisconnected())
+	for _, name := range []string{"a", "b", "c"} {
+		_, err := direct.Put(ctx, config.Key("dev", "svc", name), `{"n":9}`)
+		require.NoError(t, err)
+	}
+	require.NoError(t, e.Reconnect())
+	back := time.Now()
+	require.Eventually(t, func() bool {
+		for _, v := range values {
+			if v.Get().N != 9 {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, time.Millisecond)
+	took := time.Since(back)
+	t.Logf("every Value applied etcd's config %v after etcd answered", took)
+	assert.Less(t, took, 400*time.Millisecond, "woken by the monitor, not by their own 1s backoff")
 }
