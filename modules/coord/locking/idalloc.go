@@ -71,15 +71,15 @@ func idPrefix(cfg Config, service string) (string, error) {
 }
 
 // configure sets the config the fx module loaded: the prefix and range
-// (fixed from then on) and the live fields.
+// (fixed from then on) and the live fields. The module calls it once, in
+// the allocator's OnStart, which runs before the hooks of anything that
+// uses the allocator.
 func (a *IDAllocator) configure(c Config) error {
 	prefix, err := idPrefix(c, a.service)
 	if err != nil {
 		return err
 	}
-	a.mu.Lock()
 	a.prefix, a.max = prefix, c.IDs.Max
-	a.mu.Unlock()
 	a.cfg.set(c)
 	return nil
 }

@@ -471,10 +471,9 @@ func rpcError(op, key string, err error) error {
 }
 
 // configure sets the config the fx module loaded: the prefix (fixed from
-// then on) and the live fields.
+// then on) and the live fields. The module calls it once, in the Locker's
+// OnStart, which runs before the hooks of anything that uses the Locker.
 func (lk *Locker) configure(c Config) {
-	lk.mu.Lock()
 	lk.prefix = normalizePrefix(c.Locks.Prefix)
-	lk.mu.Unlock()
 	lk.cfg.set(c)
 }
