@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
@@ -50,9 +51,12 @@ type Client struct {
 	lastErr   atomic.Pointer[error]
 
 	// recovered is closed, and replaced, each time a probe finds etcd
-	// answering after one that did not (see Recovered).
-	recoveredMu sync.Mutex
-	recovered   chan struct{}
+	// answering after one that did not (see Recovered); lostCh is closed
+	// when a probe finds etcd not answering, and replaced when it answers
+	// again (see lost).
+	stateMu   sync.Mutex
+	recovered chan struct{}
+	lostCh    chan struct{}
 
 	monitorOnce sync.Once
 	stopMonitor context.CancelFunc
@@ -80,7 +84,7 @@ func NewClient(cfg Config, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: log, recovered: make(chan struct{})}
+	c := &Client{cfg: cfg, log: log, recovered: make(chan struct{}), lostCh: make(chan struct{})}
 
 	backoffMax := cfg.ReconnectBackoffMax.Std()
 	base := min(reconnectBaseDelay, backoffMax)
@@ -156,11 +160,13 @@ func (c *Client) LastError() error {
 }
 
 // Start probes etcd once and starts the monitor that keeps Connected
-// current: every 2s while etcd answers, and every RecoveryProbeInterval
-// while it does not, each time forcing gRPC to reconnect at once rather than
-// after its own backoff, so that a returning etcd is noticed within tens of
-// milliseconds and Recovered wakes whoever waits for it. The probe's error is
-// returned for logging; the client keeps working either way.
+// current. While etcd answers, the monitor probes every 2s and at once when
+// the connection breaks. While it does not, the monitor forces gRPC to
+// reconnect every RecoveryProbeInterval (rather than after gRPC's own
+// backoff) and probes as soon as a connection is up, so a returning etcd is
+// noticed within milliseconds of accepting connections and Recovered wakes
+// whoever waits for it. The probe's error is returned for logging; the
+// client keeps working either way.
 func (c *Client) Start(ctx context.Context) error {
 	err := c.Probe(ctx)
 	c.monitorOnce.Do(func() {
@@ -173,26 +179,32 @@ func (c *Client) Start(ctx context.Context) error {
 
 func (c *Client) monitor(ctx context.Context) {
 	defer close(c.monitorDone)
-	down := time.Time{}
+	conn := c.raw.ActiveConnection()
+	var down time.Time
 	for {
-		wait := healthyProbeInterval
-		if !c.connected.Load() {
-			// ±20% keeps many clients of one etcd from probing in step.
-			iv := c.cfg.RecoveryProbeInterval.Std()
-			wait = iv*4/5 + rand.N(iv*2/5+1)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
 		was := c.connected.Load()
-		if !was {
-			// gRPC would otherwise retry only after its own backoff (up to
-			// ReconnectBackoffMax), and a fail-fast probe does not dial.
-			c.raw.ActiveConnection().ResetConnectBackoff()
+		if was {
+			// Probe every 2s, and at once when the connection breaks:
+			// a crashed or restarted etcd is noticed in milliseconds.
+			began := time.Now()
+			if !c.waitState(ctx, conn, healthyProbeInterval, func(s connectivity.State) bool { return s != connectivity.Ready }) {
+				return
+			}
+			// A connection that breaks over and over must not make the
+			// monitor spin.
+			if !sleepCtx(ctx, c.cfg.RecoveryProbeInterval.Std()-time.Since(began)) {
+				return
+			}
+		} else {
+			// gRPC would retry only after its own backoff (up to
+			// ReconnectBackoffMax), and a fail-fast probe does not dial:
+			// force an attempt, and probe as soon as it connects, or after
+			// the interval (±20%, so many clients do not probe in step).
+			conn.ResetConnectBackoff()
+			iv := c.cfg.RecoveryProbeInterval.Std()
+			if !c.waitState(ctx, conn, iv*4/5+rand.N(iv*2/5+1), func(s connectivity.State) bool { return s == connectivity.Ready }) {
+				return
+			}
 		}
 		err := c.Probe(ctx)
 		switch {
@@ -211,14 +223,54 @@ func (c *Client) monitor(ctx context.Context) {
 	}
 }
 
+// waitState waits until the connection's state satisfies done or d has
+// passed; false means ctx ended.
+func (c *Client) waitState(ctx context.Context, conn *grpc.ClientConn, d time.Duration, done func(connectivity.State) bool) bool {
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for st := conn.GetState(); !done(st); st = conn.GetState() {
+		if st == connectivity.Idle {
+			conn.Connect()
+		}
+		if !conn.WaitForStateChange(wctx, st) {
+			break
+		}
+	}
+	return ctx.Err() == nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // Recovered returns a channel that is closed the next time a probe finds
 // etcd answering after one that did not (config.RecoveryNotifier). A
 // config.Value waiting to reload selects on it, so it reloads as soon as
 // etcd is back instead of sleeping out its own backoff.
 func (c *Client) Recovered() <-chan struct{} {
-	c.recoveredMu.Lock()
-	defer c.recoveredMu.Unlock()
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
 	return c.recovered
+}
+
+// lost returns a channel that is closed while the monitor considers etcd
+// unreachable: at once if it does now, else when a probe next fails.
+// Source.Watch ends on it, so the Values reload (woken by Recovered) rather
+// than wait for clientv3 to resume their watches after its own backoff.
+func (c *Client) lost() <-chan struct{} {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	return c.lostCh
 }
 
 // Probe asks etcd for a linearizable read, bounded by ProbeTimeout and ctx,
@@ -246,17 +298,29 @@ func (c *Client) Probe(ctx context.Context) error {
 	if err != nil {
 		err = wrapErr("probe", "", err)
 		c.lastErr.Store(&err)
+		c.stateMu.Lock()
 		c.connected.Store(false)
+		select {
+		case <-c.lostCh:
+		default:
+			close(c.lostCh)
+		}
+		c.stateMu.Unlock()
 		c.probed.Store(true)
 		return err
 	}
 	c.lastErr.Store(nil)
+	c.stateMu.Lock()
 	if !c.connected.Swap(true) {
-		c.recoveredMu.Lock()
 		close(c.recovered)
 		c.recovered = make(chan struct{})
-		c.recoveredMu.Unlock()
+		select {
+		case <-c.lostCh:
+			c.lostCh = make(chan struct{})
+		default:
+		}
 	}
+	c.stateMu.Unlock()
 	c.probed.Store(true)
 	return nil
 }

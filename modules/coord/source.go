@@ -111,6 +111,7 @@ func (s *Source) Watch(ctx context.Context, revision int64, fn func(config.Docum
 		<-ctx.Done()
 		return ctx.Err()
 	}
+	lost := s.c.lost()
 	// Cancelling wctx when Watch returns releases the clientv3 watchers
 	// (and their stream once no other watcher shares it). WithRequireLeader
 	// makes a member cut off from its cluster cancel the watch instead of
@@ -128,9 +129,11 @@ func (s *Source) Watch(ctx context.Context, revision int64, fn func(config.Docum
 		wg.Wait()
 	}()
 	for _, key := range keys {
-		wch := s.c.raw.Watch(wctx, key, clientv3.WithRev(revision+1))
-		// Forwards one key's responses, in order, until wctx ends.
+		// Opened in the goroutine: clientv3's Watch blocks until etcd has
+		// created the watch, and etcd may be gone by then; this goroutine
+		// must not keep Watch from noticing that.
 		wg.Go(func() {
+			wch := s.c.raw.Watch(wctx, key, clientv3.WithRev(revision+1))
 			for {
 				resp, ok := <-wch
 				select {
@@ -149,6 +152,11 @@ func (s *Source) Watch(ctx context.Context, revision int64, fn func(config.Docum
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-lost:
+			// clientv3 would resume the watches once it reconnects, after a
+			// backoff of its own; the caller reloads instead, at once when
+			// the client's monitor sees etcd answer (Recovered).
+			return lifecycle.ConnectionError(ModuleName, "watch", errors.New("etcd stopped answering")).WithField(keys[0])
 		case m = <-merged:
 		}
 		if !m.ok {
