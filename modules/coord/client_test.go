@@ -193,3 +193,13 @@ func TestClientAuthIsLazyAndSecret(t *testing.T) {
 		assert.NotContains(t, fmt.Sprint(entry.ContextMap()), pw)
 	}
 }
+
+// A nil option is no option: NewClient(cfg, nil) was the old signature
+// (cfg, *zap.Logger) and callers still write it.
+func TestClientNilOptionIsNoOption(t *testing.T) {
+	cfg := Defaults()
+	cfg.Endpoints = []string{"http://127.0.0.1:1"}
+	c, err := NewClient(cfg, nil)
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+}

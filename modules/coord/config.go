@@ -315,7 +315,9 @@ func WithLogger(l *zap.Logger) Option {
 func buildOptions(opts []Option) options {
 	o := options{log: zap.NewNop()}
 	for _, opt := range opts {
-		opt(&o)
+		if opt != nil { // NewClient(cfg, nil) reads as "no options"
+			opt(&o)
+		}
 	}
 	return o
 }

@@ -87,7 +87,9 @@ func WithLogger(l *zap.Logger) Option {
 func buildOptions(opts []Option) options {
 	o := options{log: zap.NewNop()}
 	for _, opt := range opts {
-		opt(&o)
+		if opt != nil { // a nil Option is no option
+			opt(&o)
+		}
 	}
 	return o
 }

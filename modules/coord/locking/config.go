@@ -163,7 +163,9 @@ func WithHolder(holder string) Option {
 func buildOptions(opts []Option) options {
 	o := options{log: zap.NewNop()}
 	for _, opt := range opts {
-		opt(&o)
+		if opt != nil { // a nil Option is no option
+			opt(&o)
+		}
 	}
 	if o.holder == "" {
 		host, _ := os.Hostname()
