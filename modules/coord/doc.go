@@ -69,13 +69,14 @@
 //     starts; "coord" is degraded; Values run on snapshot or defaults. When
 //     etcd answers, the monitor logs it, Recovered wakes the Values, and
 //     "coord" turns healthy.
-//   - etcd lost while running: the next probe (within 2s, plus probeTimeout
-//     for a silent etcd) turns "coord" degraded. Watches either resume
-//     (clientv3 reopens them from the next revision) or return an error so
-//     the Value reloads; WithRequireLeader makes a member cut off from its
-//     cluster end its watches instead of going silent. A compacted revision
-//     is a CONNECTION error wrapping rpctypes.ErrCompacted: the Value
-//     reloads.
+//   - etcd lost while running: the monitor probes at once when the
+//     connection breaks (else within 2s, plus probeTimeout for an etcd gone
+//     silent) and turns "coord" degraded. Source.Watch then returns, so
+//     each Value waits to reload and is woken by Recovered, rather than
+//     waiting for clientv3 to resume the watch after a backoff of its own.
+//     WithRequireLeader makes a member cut off from its cluster end its
+//     watches instead of going silent. A compacted revision is a CONNECTION
+//     error wrapping rpctypes.ErrCompacted: the Value reloads.
 //   - Leader loss in a cluster: watches are cancelled ("no leader") and
 //     re-established on the new leader; a config update written after the
 //     election is applied (TestLeaderLoss).
