@@ -2,6 +2,7 @@ package devstack_test
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
@@ -130,4 +131,25 @@ func TestEtcdRestartDisconnected(t *testing.T) {
 	resp, err := cli.Get(ctx, "k")
 	require.NoError(t, err)
 	assert.Equal(t, "written while clients are cut off", string(resp.Kvs[0].Value))
+}
+
+func TestEtcdOnAFixedClientAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	_, err = devstack.StartEtcd(devstack.EtcdOptions{ClientAddr: addr})
+	require.ErrorIs(t, err, devstack.ErrAddrInUse, "a taken address fails at once")
+	require.NoError(t, ln.Close())
+
+	e, err := devstack.StartEtcd(devstack.EtcdOptions{ClientAddr: addr})
+	require.NoError(t, err)
+	defer e.Close()
+	assert.Equal(t, "http://"+addr, e.Endpoint())
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	require.NoError(t, err)
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = cli.Put(ctx, "k", "v")
+	require.NoError(t, err)
 }

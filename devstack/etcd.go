@@ -41,10 +41,20 @@ type EtcdOptions struct {
 	Dir string
 	// ReadyTimeout bounds the wait for the server to serve; default 10s.
 	ReadyTimeout time.Duration
+	// ClientAddr is where clients reach the server (the proxy in front of
+	// it), e.g. "127.0.0.1:2379". Empty picks a free port. A taken address
+	// fails StartEtcd with ErrAddrInUse before the server starts.
+	ClientAddr string
 }
 
 // StartEtcd starts an etcd server on 127.0.0.1 with kernel-chosen ports.
 func StartEtcd(opts EtcdOptions) (*Etcd, error) {
+	clientAddr := opts.ClientAddr
+	if clientAddr == "" {
+		clientAddr = "127.0.0.1:0"
+	} else if err := checkFree(clientAddr); err != nil {
+		return nil, err
+	}
 	e := &Etcd{name: "devstack", dir: opts.Dir}
 	if e.dir == "" {
 		d, err := os.MkdirTemp("", "devstack-etcd-")
@@ -79,7 +89,7 @@ func StartEtcd(opts EtcdOptions) (*Etcd, error) {
 		e.Close()
 		return nil, err
 	}
-	if e.proxy, err = NewProxy(e.clientURL.Host); err != nil {
+	if e.proxy, err = NewProxyAt(clientAddr, e.clientURL.Host); err != nil {
 		e.Close()
 		return nil, err
 	}

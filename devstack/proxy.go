@@ -1,6 +1,7 @@
 package devstack
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -29,14 +30,36 @@ type Proxy struct {
 
 // NewProxy listens on 127.0.0.1 (a kernel-chosen port) and forwards each
 // connection to target.
-func NewProxy(target string) (*Proxy, error) {
+func NewProxy(target string) (*Proxy, error) { return NewProxyAt("127.0.0.1:0", target) }
+
+// ErrAddrInUse is returned when an address asked for is taken.
+var ErrAddrInUse = errors.New("address already in use")
+
+// NewProxyAt is NewProxy listening on addr; an address that is taken is
+// ErrAddrInUse at once.
+func NewProxyAt(addr, target string) (*Proxy, error) {
+	if err := checkFree(addr); err != nil {
+		return nil, err
+	}
 	flowing := make(chan struct{})
 	close(flowing)
-	p := &Proxy{target: target, addr: "127.0.0.1:0", conns: map[net.Conn]struct{}{}, flowing: flowing}
+	p := &Proxy{target: target, addr: addr, conns: map[net.Conn]struct{}{}, flowing: flowing}
 	if err := p.Open(); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// checkFree reports ErrAddrInUse for a fixed address that is taken.
+func checkFree(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if isAddrInUse(err) {
+			return fmt.Errorf("devstack: %s: %w", addr, ErrAddrInUse)
+		}
+		return fmt.Errorf("devstack: listen %s: %w", addr, err)
+	}
+	return ln.Close()
 }
 
 // Addr is the proxy's host:port; it stays the same across Close and Open.

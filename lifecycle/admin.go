@@ -146,12 +146,14 @@ func (s *AdminServer) Stop(ctx context.Context) error {
 	if srv == nil {
 		return nil
 	}
+	began := time.Now()
 	err := srv.Shutdown(ctx)
 	if err != nil {
 		_ = srv.Close() // ctx is over; cut the stragglers so the goroutine ends
 		err = TimeoutError("admin", "stop", err)
 	}
 	<-done // Serve returns as soon as Shutdown or Close has closed the listener
+	s.log.Info("admin server stopped", zap.Duration("took", time.Since(began)), zap.Error(err))
 	return err
 }
 

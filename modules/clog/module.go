@@ -61,7 +61,7 @@ func newAppLogging(p appLoggingParams) *appLogging {
 	install(h)
 	a := &appLogging{hub: h, root: newLogger(h.ref, "", nil), began: time.Now()}
 	ModuleLogger(a.root, ModuleName).Info("bootstrap logger ready; the production config is applied at start",
-		zap.String("service", p.Identity.Service), zap.String("env", p.Identity.Env), zap.String("version", p.Identity.Version))
+		zap.String("version", p.Identity.Version))
 	// Appended first (the logger is the first thing an app builds), so it
 	// runs last on stop: every other component can still log its stop.
 	p.Lifecycle.Append(fx.StopHook(func() error {
