@@ -27,7 +27,7 @@ func run(t *testing.T, args ...string) (int, string) {
 func TestStockComponents(t *testing.T) {
 	code, out := run(t, "--help")
 	require.Equal(t, 0, code, out)
-	assert.Contains(t, out, "Known components: admin, clog")
+	assert.Contains(t, out, "Known components: admin, cache, clog, db, greeter, locking, metrics, mq, registry")
 
 	code, out = run(t, "validate", "--path", filepath.Join("..", "..", "configs", "dev"))
 	require.Equal(t, 0, code, out)
