@@ -150,7 +150,7 @@ func (l *eventLogger) startFailed(err error) {
 }
 
 // componentOf names the package of a function such as
-// "github.com/gochat/im-infra/modules/coord.newLifecycleClient".
+// "github.com/gochat/im-infra/modules/coord.newFx.func1".
 func componentOf(fn string) string {
 	pkg := fn
 	if i := strings.LastIndexByte(pkg, '/'); i >= 0 {

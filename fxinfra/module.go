@@ -12,8 +12,8 @@ import (
 	"github.com/gochat/im-infra/modules/clog"
 	"github.com/gochat/im-infra/modules/coord"
 	"github.com/gochat/im-infra/modules/db"
-	"github.com/gochat/im-infra/modules/mq"
 	"github.com/gochat/im-infra/modules/metrics"
+	"github.com/gochat/im-infra/modules/mq"
 )
 
 // ModuleName names fxinfra's own lines in the log.

@@ -12,7 +12,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/fx"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/gochat/im-infra/devstack"
@@ -20,6 +22,7 @@ import (
 	"github.com/gochat/im-infra/lifecycle"
 	"github.com/gochat/im-infra/modules/clog/clogtest"
 	"github.com/gochat/im-infra/modules/coord"
+	"github.com/gochat/im-infra/modules/coord/discovery"
 )
 
 // environ points an app at e without touching the process environment.
@@ -44,6 +47,12 @@ func TestStartFailureRollsBackEverything(t *testing.T) {
 	logs := clogtest.NewLogs()
 	var client *coord.Client
 	app := fx.New(fxinfra.Module, environ(t, e), logs.Option(), fx.Populate(&client),
+		// Started first: registers the instance for discovery.
+		fx.Module("orders", fx.Invoke(func(lc fx.Lifecycle, reg *discovery.Registry) {
+			lc.Append(fx.StartHook(func(ctx context.Context) error {
+				return reg.Register(ctx, discovery.ServiceInstance{ID: "svc-1", Name: "svc", Addr: "10.0.0.1:9000"})
+			}))
+		})),
 		fx.Module("billing", fx.Invoke(func(lc fx.Lifecycle) {
 			lc.Append(fx.StartHook(func() error {
 				return lifecycle.ConnectionError("billing", "connect", errors.New("ledger unreachable"))
@@ -56,6 +65,12 @@ func TestStartFailureRollsBackEverything(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorIs(t, err, lifecycle.ErrConnection)
 	assert.Error(t, client.Raw().Ctx().Err(), "the etcd client was closed by the rollback")
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	require.NoError(t, err)
+	defer cli.Close()
+	resp, err := cli.Get(ctx, discovery.ServiceKey("svc", "svc-1"))
+	require.NoError(t, err)
+	assert.Empty(t, resp.Kvs, "the registration was removed by the rollback")
 	line := logs.Require(t, "start failed")
 	assert.Equal(t, "billing", line.ContextMap()["component"])
 	assert.Len(t, logs.FilterLevelExact(zapcore.ErrorLevel).All(), 1, "exactly one error line")

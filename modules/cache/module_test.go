@@ -14,7 +14,6 @@ import (
 	"github.com/gochat/im-infra/modules/cache"
 )
 
-
 // Nothing asks for cache.Cache: no client, no config needed (there is no
 // Redis address here, which a built client would refuse), no checker.
 func TestModuleBuildsNothingUnlessAskedFor(t *testing.T) {
