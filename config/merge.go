@@ -190,6 +190,20 @@ func fieldByIndexAlloc(v reflect.Value, index []int) (reflect.Value, error) {
 	return v, nil
 }
 
+// JSONFields maps the exact JSON names of struct type t's fields (embedded
+// structs flattened, as encoding/json does) to their types: the fields
+// Parse accepts in a document. Tools that walk raw documents by a
+// component's type (config-cli masks secrets so) use it, so they read
+// fields exactly as Parse does.
+func JSONFields(t reflect.Type) map[string]reflect.Type {
+	idx := structFields(t)
+	out := make(map[string]reflect.Type, len(idx))
+	for name, index := range idx {
+		out[name] = t.FieldByIndex(index).Type
+	}
+	return out
+}
+
 var fieldCache sync.Map // reflect.Type -> map[string][]int
 
 // structFields maps the exact JSON names of t's exported fields (embedded

@@ -85,42 +85,6 @@ var (
 	unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 )
 
-// jsonFields maps the exact JSON names of t's fields (embedded structs
-// flattened, as config's decoder does) to their types.
-func jsonFields(t reflect.Type) map[string]reflect.Type {
-	out := map[string]reflect.Type{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		tag := f.Tag.Get("json")
-		if tag == "-" {
-			continue
-		}
-		name, _, _ := strings.Cut(tag, ",")
-		if f.Anonymous && name == "" {
-			ft := f.Type
-			if ft.Kind() == reflect.Pointer {
-				ft = ft.Elem()
-			}
-			if ft.Kind() == reflect.Struct {
-				for k, v := range jsonFields(ft) {
-					if _, ok := out[k]; !ok {
-						out[k] = v
-					}
-				}
-				continue
-			}
-		}
-		if !f.IsExported() {
-			continue
-		}
-		if name == "" {
-			name = f.Name
-		}
-		out[name] = f.Type
-	}
-	return out
-}
-
 // walkSecrets walks a decoded JSON document (map[string]any, []any, ...)
 // alongside t and replaces every string that sits in a config.Secret field
 // with fn(path, value). Parts of the document that t does not describe are
@@ -141,7 +105,7 @@ func walkSecrets(doc any, t reflect.Type, path string, fn func(path, value strin
 	switch t.Kind() {
 	case reflect.Struct:
 		if obj, ok := doc.(map[string]any); ok {
-			fields := jsonFields(t)
+			fields := config.JSONFields(t)
 			for k, v := range obj {
 				if ft, ok := fields[k]; ok {
 					obj[k] = walkSecrets(v, ft, joinPath(path, k), fn)
@@ -186,7 +150,7 @@ func secretValues(v reflect.Value, path string, out map[string]string) {
 		if reflect.PointerTo(t).Implements(unmarshalerType) {
 			return
 		}
-		for name := range jsonFields(t) {
+		for name := range config.JSONFields(t) {
 			if f, err := fieldByJSONName(v, name); err == nil {
 				secretValues(f, joinPath(path, name), out)
 			}

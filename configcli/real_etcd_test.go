@@ -184,7 +184,7 @@ func TestTLSFlagsAgainstRealEtcd(t *testing.T) {
 		{"no client certificate", []string{"--cacert", pki.ca}, 3, "did not answer within 2s"},
 		{"certificate without its key", []string{"--cacert", pki.ca, "--cert", pki.clientCert}, 2,
 			"on config-cli audit, --key names an etcd key; give the TLS key with --tls-key or IMINFRA_ETCD_TLS_KEY"},
-		{"unreadable CA", []string{"--cacert", filepath.Join(dir, "missing.pem")}, 2, "--cacert: cannot read CA file"},
+		{"unreadable CA", []string{"--cacert", filepath.Join(dir, "missing.pem")}, 2, "--cacert: cannot read the CA file"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,11 +3,9 @@ package cache
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -375,7 +373,7 @@ func (c *Client) clientOption(cfg Config) (rueidis.ClientOption, error) {
 		}
 	}
 	if cfg.TLS.On() {
-		tc, err := tlsConfig(cfg.TLS)
+		tc, err := cfg.TLS.ClientConfig(ModuleName)
 		if err != nil {
 			return opt, err
 		}
@@ -407,29 +405,6 @@ func (c *Client) dial(ctx context.Context, addr string, d *net.Dialer, tc *tls.C
 		b.watch(conn)
 	}
 	return conn, err
-}
-
-func tlsConfig(t TLSConfig) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, documented
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, lifecycle.ConfigError(ModuleName, "tls.caFile", "cannot read the CA file", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, lifecycle.ConfigError(ModuleName, "tls.caFile", "no PEM certificate in "+t.CAFile, nil)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, lifecycle.ConfigError(ModuleName, "tls.certFile", "cannot load the client certificate and key", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
 }
 
 // UpdateConfig applies a changed config: commandTimeout, keyPrefix,

@@ -150,25 +150,8 @@ type ClientCacheConfig struct {
 	TTL config.Duration `json:"ttl"`
 }
 
-// TLSConfig encrypts connections. TLS is on when Enabled is true or any
-// file is set.
-type TLSConfig struct {
-	Enabled bool `json:"enabled,omitempty"`
-	// CAFile verifies the server; empty means the system roots.
-	CAFile string `json:"caFile,omitempty"`
-	// CertFile and KeyFile are the client certificate for mutual TLS.
-	CertFile string `json:"certFile,omitempty"`
-	KeyFile  string `json:"keyFile,omitempty"`
-	// ServerName overrides the host name checked in the certificate.
-	ServerName string `json:"serverName,omitempty"`
-	// InsecureSkipVerify disables certificate checks. Never in production.
-	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
-}
-
-// On reports whether TLS is to be used.
-func (t TLSConfig) On() bool {
-	return t.Enabled || t.CAFile != "" || t.CertFile != "" || t.KeyFile != ""
-}
+// TLSConfig encrypts connections (config.TLS, written under "tls").
+type TLSConfig = config.TLS
 
 // Defaults returns the defaults; Addresses is empty and must be set.
 func (Config) Defaults() Config {
@@ -272,11 +255,8 @@ func (c Config) Validate() error {
 	if c.ClientCache.SizePerConn < 1 {
 		return invalid("clientCache.sizePerConn", fmt.Sprintf("must be a positive number of bytes, got %d", c.ClientCache.SizePerConn))
 	}
-	if c.TLS.CertFile != "" && c.TLS.KeyFile == "" {
-		return invalid("tls.keyFile", "tls.certFile is set but tls.keyFile is not")
-	}
-	if c.TLS.KeyFile != "" && c.TLS.CertFile == "" {
-		return invalid("tls.certFile", "tls.keyFile is set but tls.certFile is not")
+	if err := c.TLS.Validate(ModuleName); err != nil {
+		return err
 	}
 	return nil
 }

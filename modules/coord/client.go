@@ -3,11 +3,9 @@ package coord
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -383,29 +381,10 @@ func wrapErr(op, key string, err error) error {
 // tlsConfig loads the TLS files, or returns nil when TLS is not configured
 // (https endpoints then use the system roots, as clientv3 does).
 func (c Config) tlsConfig() (*tls.Config, error) {
-	if !c.TLS.Enabled() {
+	if !c.TLS.On() {
 		return nil, nil
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLS.ServerName}
-	if c.TLS.CAFile != "" {
-		pem, err := os.ReadFile(c.TLS.CAFile)
-		if err != nil {
-			return nil, lifecycle.ConfigError(ModuleName, "tls.caFile", "cannot read CA file", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, lifecycle.ConfigError(ModuleName, "tls.caFile", fmt.Sprintf("%s holds no PEM certificate", c.TLS.CAFile), nil)
-		}
-		tc.RootCAs = pool
-	}
-	if c.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
-		if err != nil {
-			return nil, lifecycle.ConfigError(ModuleName, "tls.certFile", "cannot load client certificate and key", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
+	return c.TLS.ClientConfig(ModuleName)
 }
 
 // authenticateMethod is the one RPC that must go out without a token.

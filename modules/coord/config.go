@@ -98,21 +98,9 @@ type Config struct {
 	RecoveryProbeInterval config.Duration `json:"recoveryProbeInterval"`
 }
 
-// TLSConfig names PEM files for a TLS connection to etcd.
-type TLSConfig struct {
-	// CAFile verifies the server; empty means the system roots.
-	CAFile string `json:"caFile,omitempty"`
-	// CertFile and KeyFile are the client certificate for mutual TLS.
-	CertFile string `json:"certFile,omitempty"`
-	KeyFile  string `json:"keyFile,omitempty"`
-	// ServerName overrides the host name checked in the server certificate.
-	ServerName string `json:"serverName,omitempty"`
-}
-
-// Enabled reports whether any TLS setting is present.
-func (t TLSConfig) Enabled() bool {
-	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != ""
-}
+// TLSConfig names PEM files for a TLS connection to etcd (config.TLS, read
+// from the IMINFRA_ETCD_TLS_* variables).
+type TLSConfig = config.TLS
 
 // Defaults returns a Config with every default set and no endpoints.
 func Defaults() Config {
@@ -219,13 +207,7 @@ func (c Config) Validate() error {
 	if c.Username != "" && c.Password == "" {
 		return lifecycle.ValidationError(ModuleName, "password", "a username is set but no password")
 	}
-	if c.TLS.CertFile != "" && c.TLS.KeyFile == "" {
-		return lifecycle.ValidationError(ModuleName, "tls.keyFile", "tls.certFile is set but tls.keyFile is not")
-	}
-	if c.TLS.KeyFile != "" && c.TLS.CertFile == "" {
-		return lifecycle.ValidationError(ModuleName, "tls.certFile", "tls.keyFile is set but tls.certFile is not")
-	}
-	return nil
+	return c.TLS.Validate(ModuleName)
 }
 
 // checkEndpoint returns why ep is not an endpoint clientv3 can dial, or "".

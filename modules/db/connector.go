@@ -2,13 +2,11 @@ package db
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 
@@ -22,6 +20,7 @@ import (
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 
+	"github.com/gochat/im-infra/config"
 	"github.com/gochat/im-infra/lifecycle"
 )
 
@@ -251,32 +250,19 @@ func portOr(p, def int) int {
 }
 
 // build returns the tls.Config for host; it reads the certificate files.
+// require encrypts without verifying, like libpq's sslmode=require.
 func (t TLSConfig) build(host string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	name := host
 	if t.ServerName != "" {
-		cfg.ServerName = t.ServerName
+		name = t.ServerName
 	}
-	// require encrypts without verifying, like libpq's sslmode=require.
-	cfg.InsecureSkipVerify = t.Mode == TLSRequire
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, invalidCause("tls.caFile", "cannot read the CA file", err, nil)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, invalid("tls.caFile", fmt.Sprintf("%s holds no PEM certificate", t.CAFile))
-		}
-		cfg.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, invalidCause("tls.certFile", "cannot load the client certificate and key", err, nil)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
+	return config.TLS{
+		CAFile:             t.CAFile,
+		CertFile:           t.CertFile,
+		KeyFile:            t.KeyFile,
+		ServerName:         name,
+		InsecureSkipVerify: t.Mode == TLSRequire,
+	}.ClientConfig(ModuleName)
 }
 
 // scrubbed is an error whose text has every secret masked. It still

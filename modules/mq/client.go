@@ -2,13 +2,10 @@ package mq
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -568,7 +565,7 @@ func (c *Client) commonOptions(cfg Config, tracer *kotel.Tracer) ([]kgo.Opt, err
 		opts = append(opts, kgo.SASL(m))
 	}
 	if cfg.TLS.On() {
-		tc, err := tlsConfig(cfg.TLS)
+		tc, err := cfg.TLS.ClientConfig(ModuleName)
 		if err != nil {
 			return nil, err
 		}
@@ -638,31 +635,6 @@ func saslMechanism(s SASLConfig) sasl.Mechanism {
 		return scram.Auth{User: s.Username, Pass: s.Password.Reveal()}.AsSha512Mechanism()
 	}
 	return nil
-}
-
-// tlsConfig reads the PEM files named by t. An unreadable or invalid file
-// is a CONFIG error naming the field.
-func tlsConfig(t TLSConfig) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, lifecycle.ConfigError(ModuleName, "tls.caFile", "cannot read the CA file", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, lifecycle.ConfigError(ModuleName, "tls.caFile", fmt.Sprintf("%s holds no PEM certificate", t.CAFile), nil)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, lifecycle.ConfigError(ModuleName, "tls.certFile", "cannot load the client certificate and key", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
 }
 
 // connectErrors remembers the last failed dial, so a probe that times out

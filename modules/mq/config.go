@@ -64,23 +64,9 @@ type SASLConfig struct {
 	Password config.Secret `json:"password,omitempty"`
 }
 
-// TLSConfig names PEM files for TLS to the brokers. TLS is on when Enabled
-// is true or any file is named.
-type TLSConfig struct {
-	Enabled bool `json:"enabled,omitempty"`
-	// CAFile verifies the brokers; empty means the system roots.
-	CAFile string `json:"caFile,omitempty"`
-	// CertFile and KeyFile are the client certificate for mutual TLS.
-	CertFile string `json:"certFile,omitempty"`
-	KeyFile  string `json:"keyFile,omitempty"`
-	// ServerName overrides the host name checked in broker certificates.
-	ServerName string `json:"serverName,omitempty"`
-}
-
-// On reports whether TLS is used.
-func (t TLSConfig) On() bool {
-	return t.Enabled || t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != ""
-}
+// TLSConfig names PEM files for TLS to the brokers (config.TLS, written
+// under "tls").
+type TLSConfig = config.TLS
 
 // ProducerConfig tunes the producer. Every field needs a restart: they
 // are options of the franz-go client.
@@ -278,8 +264,8 @@ func (c Config) Validate() error {
 	if err := c.SASL.validate(); err != nil {
 		return err
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		return invalid("tls.certFile", "certFile and keyFile go together: set both for mutual TLS, or neither")
+	if err := c.TLS.Validate(ModuleName); err != nil {
+		return err
 	}
 	if _, ok := kgoLogLevels[c.LogLevel]; !ok {
 		return invalid("logLevel", fmt.Sprintf("%q is not one of none, error, warn, info, debug", c.LogLevel))

@@ -44,7 +44,7 @@ func TestConfigValidation(t *testing.T) {
 		{"unknown SASL mechanism", func(c *mq.Config) { c.SASL = mq.SASLConfig{Mechanism: "GSSAPI", Username: "u", Password: "p"} }, "sasl.mechanism"},
 		{"SASL without password", func(c *mq.Config) { c.SASL = mq.SASLConfig{Mechanism: "PLAIN", Username: "u"} }, "sasl.password"},
 		{"password without mechanism", func(c *mq.Config) { c.SASL.Password = "p" }, "sasl.mechanism"},
-		{"TLS cert without key", func(c *mq.Config) { c.TLS.CertFile = "c.pem" }, "tls.certFile"},
+		{"TLS cert without key", func(c *mq.Config) { c.TLS.CertFile = "c.pem" }, "tls.keyFile"},
 		{"bad log level", func(c *mq.Config) { c.LogLevel = "loud" }, "logLevel"},
 		{"zero connect timeout", func(c *mq.Config) { c.ConnectTimeout = 0 }, "connectTimeout"},
 		{"bad acks", func(c *mq.Config) { c.Producer.Acks = "some" }, "producer.acks"},
