@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gochat/im-infra/config"
+	"github.com/gochat/im-infra/devstack"
 	"github.com/gochat/im-infra/lifecycle"
 )
 
@@ -49,4 +50,14 @@ func TestTLS(t *testing.T) {
 			assert.Equal(t, tt.field, ie.Field)
 		})
 	}
+}
+
+func TestTLSLoadsRealFiles(t *testing.T) {
+	pki, err := devstack.WriteTestPKI(t.TempDir())
+	require.NoError(t, err)
+	tc, err := config.TLS{CAFile: pki.CA, CertFile: pki.ClientCert, KeyFile: pki.ClientKey, ServerName: "localhost"}.ClientConfig("db")
+	require.NoError(t, err)
+	assert.NotNil(t, tc.RootCAs)
+	assert.Len(t, tc.Certificates, 1)
+	assert.Equal(t, "localhost", tc.ServerName)
 }

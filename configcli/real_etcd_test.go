@@ -169,9 +169,10 @@ func TestAgainstRealEtcd(t *testing.T) {
 // demands client certificates answers with them, and refuses without.
 func TestTLSFlagsAgainstRealEtcd(t *testing.T) {
 	dir := t.TempDir()
-	pki := newTestPKI(t, dir)
-	endpoint := startRealEtcd(t, "--cert-file", pki.serverCert, "--key-file", pki.serverKey,
-		"--trusted-ca-file", pki.ca, "--client-cert-auth")
+	pki, err := devstack.WriteTestPKI(dir)
+	require.NoError(t, err)
+	endpoint := startRealEtcd(t, "--cert-file", pki.ServerCert, "--key-file", pki.ServerKey,
+		"--trusted-ca-file", pki.CA, "--client-cert-auth")
 
 	tests := []struct {
 		name string
@@ -179,19 +180,19 @@ func TestTLSFlagsAgainstRealEtcd(t *testing.T) {
 		code int
 		want string
 	}{
-		{"mutual TLS", []string{"--cacert", pki.ca, "--cert", pki.clientCert, "--tls-key", pki.clientKey}, 0, "no audit records"},
+		{"mutual TLS", []string{"--cacert", pki.CA, "--cert", pki.ClientCert, "--tls-key", pki.ClientKey}, 0, "no audit records"},
 		{"from the environment", nil, 0, "no audit records"},
-		{"no client certificate", []string{"--cacert", pki.ca}, 3, "did not answer within 2s"},
-		{"certificate without its key", []string{"--cacert", pki.ca, "--cert", pki.clientCert}, 2,
+		{"no client certificate", []string{"--cacert", pki.CA}, 3, "did not answer within 2s"},
+		{"certificate without its key", []string{"--cacert", pki.CA, "--cert", pki.ClientCert}, 2,
 			"on config-cli audit, --key names an etcd key; give the TLS key with --tls-key or IMINFRA_ETCD_TLS_KEY"},
 		{"unreadable CA", []string{"--cacert", filepath.Join(dir, "missing.pem")}, 2, "--cacert: cannot read the CA file"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.args == nil {
-				t.Setenv("IMINFRA_ETCD_TLS_CA", pki.ca)
-				t.Setenv("IMINFRA_ETCD_TLS_CERT", pki.clientCert)
-				t.Setenv("IMINFRA_ETCD_TLS_KEY", pki.clientKey)
+				t.Setenv("IMINFRA_ETCD_TLS_CA", pki.CA)
+				t.Setenv("IMINFRA_ETCD_TLS_CERT", pki.ClientCert)
+				t.Setenv("IMINFRA_ETCD_TLS_KEY", pki.ClientKey)
 			}
 			res := cli(t, "", append([]string{"--endpoints", endpoint, "--timeout", "2s", "audit"}, tc.args...)...)
 			assert.Equal(t, tc.code, res.code, res.String())
@@ -200,7 +201,7 @@ func TestTLSFlagsAgainstRealEtcd(t *testing.T) {
 				// export has no --key of its own: there the global
 				// --key is the TLS key.
 				res = cli(t, "", "--endpoints", endpoint, "--env", testEnv, "export", "--path", t.TempDir(),
-					"--cacert", pki.ca, "--cert", pki.clientCert, "--key", pki.clientKey)
+					"--cacert", pki.CA, "--cert", pki.ClientCert, "--key", pki.ClientKey)
 				assert.Equal(t, 0, res.code, res.String())
 			}
 		})

@@ -2,15 +2,7 @@ package cache
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -24,49 +16,6 @@ import (
 	"github.com/gochat/im-infra/lifecycle"
 )
 
-type testPKI struct{ ca, serverCert, serverKey, clientCert, clientKey string }
-
-// newTestPKI writes a CA, a server certificate for 127.0.0.1 and a client
-// certificate, all PEM, into dir.
-func newTestPKI(t *testing.T, dir string) testPKI {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	ca, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
-		return p
-	}
-	leaf := func(serial int64, usage x509.ExtKeyUsage, name string) (string, string) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		require.NoError(t, err)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		require.NoError(t, err)
-		keyDER, err := x509.MarshalECPrivateKey(key)
-		require.NoError(t, err)
-		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "EC PRIVATE KEY", keyDER)
-	}
-	p := testPKI{ca: write("ca.pem", "CERTIFICATE", caDER)}
-	p.serverCert, p.serverKey = leaf(2, x509.ExtKeyUsageServerAuth, "server")
-	p.clientCert, p.clientKey = leaf(3, x509.ExtKeyUsageClientAuth, "client")
-	return p
-}
-
 func freeTCPPort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -77,19 +26,20 @@ func freeTCPPort(t *testing.T) int {
 
 // A redis-server with a TLS port that requires client certificates.
 func TestTLS(t *testing.T) {
-	pki := newTestPKI(t, t.TempDir())
+	pki, err := devstack.WriteTestPKI(t.TempDir())
+	require.NoError(t, err)
 	tlsPort := freeTCPPort(t)
 	startOwnRedis(t, devstack.RedisOptions{Args: []string{
 		"--tls-port", strconv.Itoa(tlsPort),
-		"--tls-cert-file", pki.serverCert, "--tls-key-file", pki.serverKey,
-		"--tls-ca-cert-file", pki.ca, "--tls-auth-clients", "yes",
+		"--tls-cert-file", pki.ServerCert, "--tls-key-file", pki.ServerKey,
+		"--tls-ca-cert-file", pki.CA, "--tls-auth-clients", "yes",
 	}})
 	addr := "127.0.0.1:" + strconv.Itoa(tlsPort)
 	ctx := context.Background()
 
 	t.Run("mutual TLS works", func(t *testing.T) {
 		cfg := testConfig(t, addr)
-		cfg.TLS = TLSConfig{CAFile: pki.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}
+		cfg.TLS = TLSConfig{CAFile: pki.CA, CertFile: pki.ClientCert, KeyFile: pki.ClientKey}
 		c, err := New(ctx, cfg)
 		require.NoError(t, err)
 		defer c.Close()
@@ -107,8 +57,8 @@ func TestTLS(t *testing.T) {
 		tls  TLSConfig
 		typ  lifecycle.ErrorType
 	}{
-		{"no client certificate", TLSConfig{CAFile: pki.ca}, lifecycle.TypeConnection},
-		{"unknown server CA", TLSConfig{Enabled: true, CertFile: pki.clientCert, KeyFile: pki.clientKey}, lifecycle.TypeConnection},
+		{"no client certificate", TLSConfig{CAFile: pki.CA}, lifecycle.TypeConnection},
+		{"unknown server CA", TLSConfig{Enabled: true, CertFile: pki.ClientCert, KeyFile: pki.ClientKey}, lifecycle.TypeConnection},
 		{"plain TCP to a TLS port", TLSConfig{}, lifecycle.TypeConnection},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -125,7 +75,7 @@ func TestTLS(t *testing.T) {
 	t.Run("unreadable files are CONFIG errors naming the field", func(t *testing.T) {
 		for field, tls := range map[string]TLSConfig{
 			"tls.caFile":   {CAFile: filepath.Join(t.TempDir(), "missing.pem")},
-			"tls.certFile": {CertFile: pki.ca, KeyFile: pki.ca}, // a CA is not a key pair
+			"tls.certFile": {CertFile: pki.CA, KeyFile: pki.CA}, // a CA is not a key pair
 		} {
 			cfg := testConfig(t, addr)
 			cfg.TLS = tls
