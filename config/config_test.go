@@ -278,7 +278,7 @@ func TestValueSourceDownAtBoot(t *testing.T) {
 }
 
 func TestValueSnapshotAtBoot(t *testing.T) {
-	snap := config.NewSnapshot(filepath.Join(t.TempDir(), "snap", "im-repo.json"))
+	snap := config.NewSnapshot(filepath.Join(t.TempDir(), "snap", "im-repo.json"), "")
 	src := config.NewMemorySource()
 	src.Set(globalKey, []byte(`{"poolSize":5}`))
 	src.Set(serviceKey, []byte(`{"addr":"cache:6379"}`))
@@ -364,13 +364,13 @@ func TestDirSource(t *testing.T) {
 func TestSnapshotCorrupt(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "s.json")
 	require.NoError(t, os.WriteFile(p, []byte(`{not json`), 0o600))
-	_, _, err := config.NewSnapshot(p).Load(serviceKey)
+	_, _, err := config.NewSnapshot(p, "").Load(serviceKey)
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, lifecycle.ErrConfig))
 }
 
 func TestValueSnapshotRefreshedWhenSourceReturns(t *testing.T) {
-	snap := config.NewSnapshot(filepath.Join(t.TempDir(), "snap.json"))
+	snap := config.NewSnapshot(filepath.Join(t.TempDir(), "snap.json"), "")
 	src := config.NewMemorySource()
 	src.Set(serviceKey, []byte(`{"poolSize":8}`))
 	src.SetDown(true)
@@ -386,14 +386,14 @@ func TestValueSnapshotRefreshedWhenSourceReturns(t *testing.T) {
 
 func TestSnapshotKeepsOtherComponentsAndSkipsUnchanged(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "s.json")
-	a := config.NewSnapshot(p)
+	a := config.NewSnapshot(p, "")
 	require.NoError(t, a.Save(config.Document{Key: "/config/test/svc/a", Data: []byte(`{"x":1}`), Revision: 3}))
 
 	// A new Snapshot on the same file (a restarted process) keeps a's
 	// document when saving its own.
-	b := config.NewSnapshot(p)
+	b := config.NewSnapshot(p, "")
 	require.NoError(t, b.Save(config.Document{Key: "/config/test/svc/b", Data: []byte(`{"y":2}`), Revision: 4}))
-	docs, _, err := config.NewSnapshot(p).Load("/config/test/svc/a", "/config/test/svc/b")
+	docs, _, err := config.NewSnapshot(p, "").Load("/config/test/svc/a", "/config/test/svc/b")
 	require.NoError(t, err)
 	require.Len(t, docs, 2)
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,16 +19,27 @@ import (
 // (temp file + rename) with mode 0600, because documents may hold secrets
 // written as literals; prefer "${ENV_VAR}" secrets, which are expanded at
 // decode time and so never reach the file.
+//
+// A snapshot records the config source it was written from (for etcd, its
+// endpoints). A file written for another source, such as one left behind by
+// an earlier run against another cluster, is not used: booting on it would
+// apply config that this deployment never held.
 type Snapshot struct {
-	path string
-	mu   sync.Mutex
-	docs map[string]snapshotDocument // what the file holds, once read or written
+	path   string
+	source string
+	mu     sync.Mutex
+	docs   map[string]snapshotDocument // what the file holds, once read or written
 }
 
 type snapshotFile struct {
 	SavedAt   time.Time                   `json:"savedAt"`
+	Source    string                      `json:"source,omitempty"`
 	Documents map[string]snapshotDocument `json:"documents"`
 }
+
+// ErrSnapshotOtherSource is returned by Snapshot.Load when the file was
+// written for another config source.
+var ErrSnapshotOtherSource = errors.New("the snapshot was written for another config source")
 
 // snapshotDocument keeps Data as a string, byte for byte: a RawMessage
 // would be re-indented on save and no longer compare equal to the source's.
@@ -36,8 +48,11 @@ type snapshotDocument struct {
 	Data     string `json:"data"`
 }
 
-// NewSnapshot uses the file at path; its directory is created on first save.
-func NewSnapshot(path string) *Snapshot { return &Snapshot{path: path} }
+// NewSnapshot uses the file at path; its directory is created on first
+// save. source names where the documents come from (fxinfra passes the etcd
+// endpoints); Load refuses a file saved for a different one. An empty source
+// matches any file.
+func NewSnapshot(path, source string) *Snapshot { return &Snapshot{path: path, source: source} }
 
 // Path is the snapshot file's path.
 func (s *Snapshot) Path() string { return s.path }
@@ -74,7 +89,7 @@ func (s *Snapshot) Save(docs ...Document) error {
 	if !changed {
 		return nil // a reload of unchanged documents writes nothing
 	}
-	f := snapshotFile{SavedAt: time.Now().UTC(), Documents: s.docs}
+	f := snapshotFile{SavedAt: time.Now().UTC(), Source: s.source, Documents: s.docs}
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return lifecycle.WrapError(lifecycle.TypeInternal, "config", "save snapshot", err, "encode")
@@ -109,6 +124,9 @@ func (s *Snapshot) Load(keys ...string) ([]Document, time.Time, error) {
 	f, err := s.read()
 	if err != nil {
 		return nil, time.Time{}, err
+	}
+	if s.source != "" && f.Source != "" && f.Source != s.source {
+		return nil, f.SavedAt, lifecycle.ConfigError("config", "", fmt.Sprintf("snapshot %s was written for %q, not %q", s.path, f.Source, s.source), ErrSnapshotOtherSource)
 	}
 	var out []Document
 	for _, k := range keys {

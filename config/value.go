@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -288,6 +289,9 @@ func (v *Value[T]) startDegraded(cause error, took time.Duration) {
 	v.degraded.Store(true)
 	if v.opts.snapshot != nil {
 		docs, savedAt, err := v.opts.snapshot.Load(v.keys...)
+		if errors.Is(err, ErrSnapshotOtherSource) {
+			v.opts.log.Warn("config snapshot not used: it was written for another config source", zap.Error(err))
+		}
 		if err == nil && len(docs) > 0 {
 			published := v.update(docs, false, OriginSnapshot)
 			v.mu.Lock()

@@ -302,7 +302,7 @@ func TestProvideValueStartsItself(t *testing.T) {
 }
 
 func TestValueBootFromSnapshotShowsItsAge(t *testing.T) {
-	snap := config.NewSnapshot(filepath.Join(t.TempDir(), "snap.json"))
+	snap := config.NewSnapshot(filepath.Join(t.TempDir(), "snap.json"), "")
 	require.NoError(t, snap.Save(config.Document{Key: serviceKey, Data: []byte(`{"poolSize":5}`), Revision: 3}))
 	old := time.Now().Add(-2 * time.Hour)
 	// Age the file's own record, as a snapshot left by an earlier run.
@@ -314,7 +314,7 @@ func TestValueBootFromSnapshotShowsItsAge(t *testing.T) {
 	src := config.NewMemorySource()
 	src.SetDown(true)
 	core, logs := observer.New(zapcore.InfoLevel)
-	v := startValue(t, src, config.WithSnapshot(config.NewSnapshot(snap.Path())), config.WithLoadTimeout(20*time.Millisecond), config.WithLogger(zap.New(core)))
+	v := startValue(t, src, config.WithSnapshot(config.NewSnapshot(snap.Path(), "")), config.WithLoadTimeout(20*time.Millisecond), config.WithLogger(zap.New(core)))
 	assert.Equal(t, 5, v.Get().PoolSize)
 	st := v.Status()
 	assert.Equal(t, config.OriginSnapshot, st.Origin)
@@ -323,4 +323,28 @@ func TestValueBootFromSnapshotShowsItsAge(t *testing.T) {
 	require.Len(t, entries, 1)
 	assert.Contains(t, entries[0].ContextMap(), "snapshot_age")
 	assert.Equal(t, snap.Path(), entries[0].ContextMap()["snapshot"])
+}
+
+// A snapshot left by a run against another config source (another etcd
+// cluster) is not booted from: the Value says why and runs on defaults.
+func TestValueIgnoresASnapshotOfAnotherSource(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "snap.json")
+	require.NoError(t, config.NewSnapshot(path, "etcd http://old-cluster:2379").
+		Save(config.Document{Key: serviceKey, Data: []byte(`{"poolSize":5}`), Revision: 3}))
+
+	src := config.NewMemorySource()
+	src.SetDown(true)
+	core, logs := observer.New(zapcore.InfoLevel)
+	v := startValue(t, src, config.WithSnapshot(config.NewSnapshot(path, "etcd http://etcd:2379")),
+		config.WithLoadTimeout(20*time.Millisecond), config.WithLogger(zap.New(core)))
+	assert.Equal(t, 10, v.Get().PoolSize, "defaults, not the other cluster's config")
+	assert.Equal(t, config.OriginDefaults, v.Status().Origin)
+	entry := logs.FilterMessageSnippet("written for another config source").All()
+	require.Len(t, entry, 1)
+	assert.Contains(t, entry[0].ContextMap()["error"], "old-cluster")
+
+	// The same source is booted from.
+	v2 := startValue(t, src, config.WithSnapshot(config.NewSnapshot(path, "etcd http://old-cluster:2379")),
+		config.WithLoadTimeout(20*time.Millisecond))
+	assert.Equal(t, 5, v2.Get().PoolSize)
 }

@@ -50,13 +50,17 @@ var Module = fx.Options(
 	fx.Invoke(useAppLogger, registerAdmin),
 )
 
+// newSnapshot keeps the snapshot for the etcd the process is pointed at: a
+// file written for other endpoints (an earlier run against another
+// cluster) is not booted from.
 func newSnapshot(id lifecycle.Identity, env lifecycle.Environ) *config.Snapshot {
+	source := "etcd " + env.Env(coord.EnvEndpoints)
 	if p := env.Env(EnvSnapshot); p != "" {
-		return config.NewSnapshot(p)
+		return config.NewSnapshot(p, source)
 	}
 	dir, err := os.UserCacheDir()
 	if err != nil {
 		dir = os.TempDir()
 	}
-	return config.NewSnapshot(filepath.Join(dir, "im-infra", id.Env, id.Service+".json"))
+	return config.NewSnapshot(filepath.Join(dir, "im-infra", id.Env, id.Service+".json"), source)
 }
