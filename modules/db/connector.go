@@ -199,11 +199,15 @@ func (c Config) postgresConnector() (*connector, error) {
 	}, nil
 }
 
-// sqliteDefaults make a file shared by several connections behave: WAL lets
-// readers run beside the writer, and BEGIN IMMEDIATE takes the write lock
-// at the start of a transaction, so two transactions never deadlock while
-// upgrading a read lock (the driver waits up to its busy timeout, 5s).
-var sqliteDefaults = []string{"_pragma=foreign_keys(1)", "_pragma=journal_mode(WAL)", "_txlock=immediate"}
+// sqliteDefaults make a file shared by several connections (and processes)
+// behave. The busy timeout comes first, so that every later pragma and
+// statement waits up to 5s for a lock instead of failing with SQLITE_BUSY:
+// switching the journal to WAL takes an exclusive lock, which two apps
+// opening one file at once contend for. WAL lets readers run beside the
+// writer, and BEGIN IMMEDIATE takes the write lock at the start of a
+// transaction, so two transactions never deadlock while upgrading a read
+// lock.
+var sqliteDefaults = []string{"_pragma=busy_timeout(5000)", "_pragma=foreign_keys(1)", "_pragma=journal_mode(WAL)", "_txlock=immediate"}
 
 func (c Config) sqliteConnector() (*connector, error) {
 	dsn := c.DSN.Reveal()
