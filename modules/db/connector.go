@@ -310,6 +310,13 @@ func invalidCause(field, msg string, cause error, secrets []string) error {
 	return e
 }
 
+// SQLite's primary result codes for a file or table held by another
+// connection.
+const (
+	sqliteBusyCode   = 5
+	sqliteLockedCode = 6
+)
+
 // sqliteCode returns the primary result code of a sqlite error, or 0.
 func sqliteCode(err error) int {
 	var se *gosqlite.Error

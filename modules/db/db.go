@@ -117,7 +117,7 @@ func (d *DB) open(ctx context.Context, cfg Config) error {
 	applyPool(sqlDB, cfg)
 
 	pctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout.Std())
-	err = sqlDB.PingContext(pctx)
+	err = ping(pctx, sqlDB, conn.driver)
 	cancel()
 	if err != nil {
 		_ = sqlDB.Close()
@@ -338,4 +338,24 @@ func migrateError(ctx context.Context, op, msg string, err error, secrets []stri
 		typ = lifecycle.TypeTimeout
 	}
 	return lifecycle.WrapError(typ, ModuleName, op, scrub(err, secrets), msg)
+}
+
+// ping pings db within ctx. A sqlite file that another connection (another
+// app, at start) is switching to WAL at the same moment reports
+// SQLITE_BUSY at once rather than through its busy timeout, so for sqlite a
+// busy file is tried again until ctx ends.
+func ping(ctx context.Context, db *sql.DB, driver string) error {
+	for {
+		err := db.PingContext(ctx)
+		if err == nil || driver != DriverSQLite || sqliteCode(err) != sqliteBusyCode {
+			return err
+		}
+		t := time.NewTimer(10 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
 }

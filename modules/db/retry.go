@@ -89,7 +89,7 @@ func IsRetryable(err error) bool {
 		return pe.Code == "40001" || pe.Code == "40P01"
 	}
 	switch sqliteCode(err) {
-	case 5, 6: // SQLITE_BUSY, SQLITE_LOCKED
+	case sqliteBusyCode, sqliteLockedCode:
 		return true
 	}
 	return false
