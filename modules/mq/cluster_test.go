@@ -3,6 +3,7 @@ package mq_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -87,7 +88,18 @@ func TestThreeBrokersLeadersAndCoordinatorsMove(t *testing.T) {
 	step("RemoveNode(1)", func() error { return cluster.RemoveNode(1) })
 	port, err := strconv.Atoi(k.Addrs()[1][len("127.0.0.1:"):])
 	require.NoError(t, err)
-	step("AddNode(1)", func() error { _, _, err := cluster.AddNode(1, port); return err })
+	step("AddNode(1)", func() error {
+		// The removed broker's port can linger for a moment; rebinding it
+		// is retried briefly, as an operator restarting a broker would.
+		var err error
+		for range 100 {
+			if _, _, err = cluster.AddNode(1, port); err == nil || !strings.Contains(err.Error(), "address already in use") {
+				return err
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return err
+	})
 	step("ShufflePartitionLeaders", func() error { cluster.ShufflePartitionLeaders(); return nil })
 
 	wg.Wait()
