@@ -127,6 +127,8 @@ type Client struct {
 	// it (the batch limit follows it), for Send's check.
 	maxRecord atomic.Int64
 	goodTopic atomic.Pointer[string] // the last topic name Send checked and found legal
+	// The promises Send shares between records (see newPromises).
+	callbackPromise, countPromise func(*kgo.Record, error)
 
 	mu        sync.Mutex
 	state     clientState
@@ -168,6 +170,7 @@ func newClient(cfg Config, opts ...Option) *Client {
 		closed: make(chan struct{}),
 	}
 	c.metrics = newMetrics(o.meter, c)
+	c.newPromises()
 	c.tracer = newTracer(o.tracer, "")
 	c.cfg.Store(&cfg)
 	c.kgoLvl.Store(int32(kgoLogLevels[cfg.LogLevel]))

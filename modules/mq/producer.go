@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -21,7 +22,9 @@ type Header = kgo.RecordHeader
 // (defaults to the time of Send); Partition and Offset are set on
 // received records and on sent ones once acknowledged. While a Send is in
 // flight the record belongs to the producer: do not change or resend it
-// before its callback ran.
+// before its callback ran. A Context the caller set is kept; otherwise
+// Send may use the field while the record is in flight, and the callback
+// sees it nil or set to the send ctx.
 type Message = kgo.Record
 
 // HeaderValue returns the value of m's first header called key, and
@@ -58,37 +61,82 @@ func recordSize(m *Message) int {
 // waits for the answer instead, since failing it could reorder records.
 func (c *Client) Send(ctx context.Context, m *Message, done func(*Message, error)) {
 	if err := c.checkMessage(m); err != nil {
-		c.metrics.produceFailed(ctx, topicOf(m))
-		c.deliver(m, done, c.report(ctx, err))
+		c.refuse(ctx, m, done, err)
 		return
 	}
-	kcl, err := c.producerClient()
-	if err != nil {
-		c.metrics.produceFailed(ctx, m.Topic)
-		c.deliver(m, done, c.report(ctx, lifecycle.WrapError(lifecycle.TypeInternal, ModuleName, "send", err, fmt.Sprintf("topic %q: record not sent", m.Topic))))
-		return
+	kcl := c.prod.Load() // the running producer; producerClient says why there is none
+	if kcl == nil {
+		var err error
+		if kcl, err = c.producerClient(); err != nil {
+			c.refuse(ctx, m, done, lifecycle.WrapError(lifecycle.TypeInternal, ModuleName, "send", err, fmt.Sprintf("topic %q: record not sent", m.Topic)))
+			return
+		}
 	}
 	// Capped so that a trace header is appended to a copy: callers often
 	// share one header slice between messages.
 	m.Headers = m.Headers[:len(m.Headers):len(m.Headers)]
-	if c.tracer == nil && ctx != nil {
-		inject(ctx, m)
+	traced := c.tracer != nil
+	if !traced && ctx != nil {
+		traced = inject(ctx, m)
 	}
-	kcl.Produce(ctx, m, func(r *kgo.Record, err error) { c.delivered(r, done, err) })
+	switch {
+	case done == nil:
+		kcl.Produce(ctx, m, c.countPromise)
+	case !traced && m.Context == nil:
+		m.Context = callbackContext(done)
+		kcl.Produce(ctx, m, c.callbackPromise)
+	default:
+		// The record's Context is the caller's, or carries the span
+		// (kotel's, or the one in ctx for the metrics and the error
+		// handler): done gets a promise of its own.
+		kcl.Produce(ctx, m, func(r *kgo.Record, err error) { done(r, c.delivered(r.Context, r, err)) })
+	}
 }
 
-// delivered reports the outcome of one record.
-func (c *Client) delivered(r *kgo.Record, done func(*Message, error), err error) {
+// callbackContext is the callback of a record sent without a Context of
+// its own: Send puts it in the record's Context field while franz-go
+// holds the record, so that one shared promise (callbackPromise) serves
+// every such Send and none allocates. franz-go only watches that field
+// for cancellation, and as a context it is context.Background: never
+// done, no deadline, no values. The caller's ctx still goes to Produce
+// and can cancel the record.
+type callbackContext func(*Message, error)
+
+func (callbackContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (callbackContext) Done() <-chan struct{}       { return nil }
+func (callbackContext) Err() error                  { return nil }
+func (callbackContext) Value(any) any               { return nil }
+
+// newPromises makes the two promises Send shares between records:
+// callbackPromise finds the callback in the record (see callbackContext)
+// and gives the record back its nil Context; countPromise is for records
+// sent without a callback.
+func (c *Client) newPromises() {
+	c.callbackPromise = func(r *kgo.Record, err error) {
+		done := r.Context.(callbackContext)
+		r.Context = nil
+		done(r, c.delivered(context.Background(), r, err))
+	}
+	c.countPromise = func(r *kgo.Record, err error) { _ = c.delivered(r.Context, r, err) }
+}
+
+// delivered counts one record's outcome and returns what its callback
+// gets: nil, or franz-go's error as the module's (see sendError). ctx is
+// the one the record was sent with, or Background when it carried nothing
+// the metrics and the error handler could use (no span).
+func (c *Client) delivered(ctx context.Context, r *kgo.Record, err error) error {
 	if err != nil {
-		c.metrics.produceFailed(r.Context, r.Topic)
-		c.deliver(r, done, c.report(r.Context, sendError(r.Topic, err)))
-		return
+		c.metrics.produceFailed(ctx, r.Topic)
+		return c.report(ctx, sendError(r.Topic, err))
 	}
-	c.metrics.produced(r.Context, r.Topic)
-	c.deliver(r, done, nil)
+	c.metrics.produced(ctx, r.Topic)
+	return nil
 }
 
-func (c *Client) deliver(m *Message, done func(*Message, error), err error) {
+// refuse fails m before it reaches franz-go.
+func (c *Client) refuse(ctx context.Context, m *Message, done func(*Message, error), err error) {
+	c.metrics.produceFailed(ctx, topicOf(m))
+	err = c.report(ctx, err)
 	if done != nil {
 		done(m, err)
 	}

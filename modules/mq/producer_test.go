@@ -225,6 +225,8 @@ func TestSendCallbackGetsTheModulesErrors(t *testing.T) {
 					assert.Same(t, m, r)
 					if tt.record != nil {
 						assert.Equal(t, "mine", r.Context.Value(key{}), "the caller's Context is kept")
+					} else {
+						assert.True(t, r.Context == nil || r.Context == tt.ctx, "Context is the caller's nil or the send ctx, not the module's: %T", r.Context)
 					}
 					got <- err
 				})
