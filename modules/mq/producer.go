@@ -123,8 +123,16 @@ func (c *Client) newPromises() {
 // delivered counts one record's outcome and returns what its callback
 // gets: nil, or franz-go's error as the module's (see sendError). ctx is
 // the one the record was sent with, or Background when it carried nothing
-// the metrics and the error handler could use (no span).
+// the metrics and the error handler could use (no span). It is inlined,
+// so that a delivered record costs one check without a MeterProvider.
 func (c *Client) delivered(ctx context.Context, r *kgo.Record, err error) error {
+	if err == nil && !c.metrics.enabled {
+		return nil
+	}
+	return c.outcome(ctx, r, err)
+}
+
+func (c *Client) outcome(ctx context.Context, r *kgo.Record, err error) error {
 	if err != nil {
 		c.metrics.produceFailed(ctx, r.Topic)
 		return c.report(ctx, sendError(r.Topic, err))
