@@ -61,6 +61,14 @@ func TestThreeBrokersLeadersAndCoordinatorsMove(t *testing.T) {
 				time.Sleep(40 * time.Millisecond)
 			}
 		}
+		// Send returns before delivery, and cancelling ctx would fail the
+		// records still waiting (a leader move can hold them for a
+		// metadata refresh): keep ctx until every callback ran.
+		if err := c.Flush(ctx); err != nil {
+			mu.Lock()
+			sendErrs = append(sendErrs, err)
+			mu.Unlock()
+		}
 	}()
 
 	cluster := k.Cluster()

@@ -213,12 +213,18 @@ func (l *ledger) waitFor(t testing.TB, n int, within time.Duration) {
 	}
 }
 
-// committed reads group's committed offsets.
+// committed reads group's committed offsets. The read is retried until
+// it succeeds or 10 s pass: after a test removed a broker, the admin
+// request can meet a connection the removal cut (EOF).
 func committed(t testing.TB, c *mq.Client, group string) map[tp]int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	offs, err := c.Admin().Raw().FetchOffsets(ctx, group)
+	for err != nil && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+		offs, err = c.Admin().Raw().FetchOffsets(ctx, group)
+	}
 	require.NoError(t, err)
 	out := map[tp]int64{}
 	offs.Each(func(o kadm.OffsetResponse) {
