@@ -130,19 +130,9 @@ problem with its file and field and write nothing. Documents etcd already
 holds (equal as JSON) are left alone; keys missing from DIR are not deleted.`,
 		Args: cobra.NoArgs,
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			env, err := r.requireEnv()
+			env, docs, err := r.envTree(dir, "the directory has names that cannot be keys; nothing was written")
 			if err != nil {
 				return err
-			}
-			if dir == "" {
-				return usageErr("--path is required")
-			}
-			docs, problems, err := r.readTree(dir)
-			if err != nil {
-				return err
-			}
-			if len(problems) > 0 {
-				return &exitError{code: ExitInvalid, problems: problems, msg: "the directory has names that cannot be keys; nothing was written"}
 			}
 			if len(docs) == 0 {
 				return invalidErr("no {service}/{component}.json documents under %s", dir)
@@ -280,19 +270,9 @@ func (r *runner) diffCommand() *cobra.Command {
 field, secrets masked: documents only in DIR, only in etcd, and different.`,
 		Args: cobra.NoArgs,
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			env, err := r.requireEnv()
+			env, docs, err := r.envTree(dir, "the directory has names that cannot be keys")
 			if err != nil {
 				return err
-			}
-			if dir == "" {
-				return usageErr("--path is required")
-			}
-			docs, problems, err := r.readTree(dir)
-			if err != nil {
-				return err
-			}
-			if len(problems) > 0 {
-				return &exitError{code: ExitInvalid, problems: problems, msg: "the directory has names that cannot be keys"}
 			}
 			local := treeState(env, docs)
 			return r.withClient(cmd.Context(), func(cli *clientv3.Client) error {
@@ -366,4 +346,25 @@ func (r *runner) printDiff(env string, local, remote map[string]docState, rev in
 		r.printf("%d document(s) differ (etcd at revision %d)\n", len(out), rev)
 	}
 	return nil
+}
+
+// envTree is the start of the commands that compare a directory with an env
+// in etcd: --env and --path are required, and every name in the tree must
+// make a key (else the problems are reported with msg).
+func (r *runner) envTree(dir, msg string) (string, []treeDoc, error) {
+	env, err := r.requireEnv()
+	if err != nil {
+		return "", nil, err
+	}
+	if dir == "" {
+		return "", nil, usageErr("--path is required")
+	}
+	docs, problems, err := r.readTree(dir)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(problems) > 0 {
+		return "", nil, &exitError{code: ExitInvalid, problems: problems, msg: msg}
+	}
+	return env, docs, nil
 }
