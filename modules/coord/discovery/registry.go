@@ -469,17 +469,31 @@ func (r *Registry) keep(e *entry) {
 // lost or stopped, and says which.
 func (r *Registry) hold(e *entry) (loss, error) {
 	ctx, cancel := context.WithCancel(e.ctx)
-	defer cancel()
 	lease := clientv3.LeaseID(e.lease.Load())
 	ka, err := r.cli.KeepAlive(ctx, lease)
 	if err != nil {
+		cancel()
 		if e.ctx.Err() != nil {
 			return lossStopped, nil
 		}
 		return lossLease, err
 	}
-	// Only deletes matter: a put by someone else is not ours to undo.
-	wch := r.cli.Watch(ctx, e.key, clientv3.WithRev(e.rev.Load()+1), clientv3.WithFilterPut())
+	// The key is watched on its own goroutine: clientv3's Watch blocks until
+	// etcd answers, and a lease lost during an outage must be seen while etcd
+	// is still down, not when it returns.
+	type outcome struct {
+		why loss
+		err error
+	}
+	watched := make(chan outcome, 1)
+	go func() {
+		why, err := r.watchKey(ctx, e, lease)
+		watched <- outcome{why, err}
+	}()
+	defer func() {
+		cancel()
+		<-watched
+	}()
 	for {
 		select {
 		case _, ok := <-ka:
@@ -491,26 +505,50 @@ func (r *Registry) hold(e *entry) (loss, error) {
 				// lease gone or no renewal succeeded for a whole TTL.
 				return lossLease, errors.New("lease keepalive stopped (lease expired or revoked)")
 			}
-		case wr, ok := <-wch:
-			if e.ctx.Err() != nil || r.cli.Ctx().Err() != nil {
-				return lossStopped, nil
+		case o := <-watched:
+			watched <- o // for the deferred wait
+			return o.why, o.err
+		}
+	}
+}
+
+// watchKey watches e's key until it is deleted (lossKey or lossLease) or
+// ctx or the client ends (lossStopped). A broken watch is read back and
+// watched again after a backoff.
+func (r *Registry) watchKey(ctx context.Context, e *entry, lease clientv3.LeaseID) (loss, error) {
+	// Only deletes matter: a put by someone else is not ours to undo.
+	from := e.rev.Load() + 1
+	for attempt := 0; ; attempt++ {
+		wch := r.cli.Watch(ctx, e.key, clientv3.WithRev(from), clientv3.WithFilterPut())
+		for wr := range wch {
+			if wr.Err() != nil {
+				break
 			}
-			if !ok || wr.Err() != nil {
-				// Compacted past our revision, or the watch broke: look.
-				if gone, rev := r.keyGone(ctx, e); gone {
-					return r.deleted(ctx, e, lease)
-				} else if rev > 0 {
-					wch = r.cli.Watch(ctx, e.key, clientv3.WithRev(rev+1), clientv3.WithFilterPut())
-				} else {
-					wch = r.cli.Watch(ctx, e.key, clientv3.WithRev(e.rev.Load()+1), clientv3.WithFilterPut())
-				}
-				continue
-			}
+			attempt = 0
 			for _, ev := range wr.Events {
 				if ev.Type == clientv3.EventTypeDelete {
 					return r.deleted(ctx, e, lease)
 				}
 			}
+		}
+		if ctx.Err() != nil || r.cli.Ctx().Err() != nil {
+			return lossStopped, nil
+		}
+		// Compacted past our revision, or the watch broke: look.
+		gone, rev := r.keyGone(ctx, e)
+		if gone {
+			return r.deleted(ctx, e, lease)
+		}
+		if rev > 0 {
+			from = rev + 1
+		}
+		cfg := r.config()
+		t := time.NewTimer(backoff(attempt, cfg.RetryMin.Std(), cfg.RetryMax.Std()))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return lossStopped, nil
+		case <-t.C:
 		}
 	}
 }

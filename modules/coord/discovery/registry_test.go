@@ -280,3 +280,61 @@ func TestRegistryBackoffBounds(t *testing.T) {
 		}
 	}
 }
+
+// breakableWatcher passes watches through until broken, then ends every
+// watch it handed out, as a watch stream that fails does.
+type breakableWatcher struct {
+	clientv3.Watcher
+	broken chan struct{}
+}
+
+func (w *breakableWatcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
+	in := w.Watcher.Watch(ctx, key, opts...)
+	out := make(chan clientv3.WatchResponse)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-w.broken:
+				return
+			case <-ctx.Done():
+				return
+			case wr, ok := <-in:
+				if !ok {
+					return
+				}
+				select {
+				case out <- wr:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// A watch that breaks while etcd is down makes the registry watch again,
+// and clientv3's Watch blocks until etcd answers; the lost lease must still
+// be noticed within the TTL, not when etcd comes back.
+func TestRegistryNoticesLeaseLossWhileItsWatchWaitsForEtcd(t *testing.T) {
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	w := &breakableWatcher{Watcher: cli.Watcher, broken: make(chan struct{})}
+	cli.Watcher = w
+	const ttl = 2 * time.Second
+	reg := newTestRegistry(t, cli, testOpts{TTL: ttl, RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, RequestTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { _ = reg.Close(context.Background()) })
+	inst := ServiceInstance{ID: "w1", Name: "reg-watch-outage", Addr: "127.0.0.1:7002"}
+	require.NoError(t, reg.Register(coordtest.Ctx(t, 10*time.Second), inst))
+
+	e.Stop()
+	start := time.Now()
+	close(w.broken)
+	// clientv3 gives a lease up after a TTL without renewal, checked once a
+	// second: TTL + 1 s, and a second of slack for a loaded machine.
+	require.Eventually(t, func() bool { return !reg.Registered(inst.ID) }, ttl+2*time.Second, 20*time.Millisecond,
+		"the loss is seen while etcd is still down")
+	t.Logf("loss detected %v after the watch broke", time.Since(start).Round(time.Millisecond))
+	require.NoError(t, e.Restart())
+}
