@@ -498,12 +498,30 @@ func (c *Client) Close(ctx context.Context) error {
 			zap.Int64("waiting", kcl.BufferedProduceRecords()), zap.Error(err))
 	}
 	kcl.Close()
+	c.awaitPromises(kcl)
 	c.metrics.stop()
 	c.log.Info("mq: stopped",
 		zap.Int("consumers", len(consumers)),
 		zap.Int64("flushed_records", buffered),
 		zap.Duration("elapsed", time.Since(began)))
 	return errors.Join(errs...)
+}
+
+// promiseWait bounds Close's wait for the callbacks of the records it
+// failed: they only report, so a callback that blocks longer is its own bug.
+const promiseWait = 5 * time.Second
+
+// awaitPromises waits until every record franz-go held has been reported.
+// kgo.Client.Close fails the records still waiting, but runs their
+// promises on a goroutine of its own: without this wait, callbacks and
+// the failed-record count could come after Close returned.
+func (c *Client) awaitPromises(kcl *kgo.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), promiseWait)
+	defer cancel()
+	if err := kcl.Flush(ctx); err != nil {
+		c.log.Warn("mq: send callbacks still running after close", zap.Int64("records", kcl.BufferedProduceRecords()),
+			zap.Duration("waited", promiseWait))
+	}
 }
 
 // Raw returns the franz-go client used for producing and admin requests,

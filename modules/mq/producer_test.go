@@ -168,6 +168,11 @@ func TestSendCallbackReportsUndeliveredOnClose(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	require.Error(t, c.Close(ctx), "flush could not finish")
+	// Close returns once every callback has run and every record is
+	// counted, so nothing is reported after the producer is gone.
+	require.Len(t, results, n, "every callback ran before Close returned")
+	failed, _ := metricValue(t, reader, "mq.produce.failed", attribute.String("topic", topic))
+	assert.Equal(t, float64(n+uncalled), failed, "every undelivered record is counted, with a callback or without")
 	for range n {
 		select {
 		case err := <-results:
@@ -177,8 +182,6 @@ func TestSendCallbackReportsUndeliveredOnClose(t *testing.T) {
 			t.Fatal("a record's callback was never called")
 		}
 	}
-	failed, _ := metricValue(t, reader, "mq.produce.failed", attribute.String("topic", topic))
-	assert.Equal(t, float64(n+uncalled), failed, "every undelivered record is counted, with a callback or without")
 }
 
 // TestSendCallbackGetsTheModulesErrors: a record the broker refuses
