@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -519,17 +520,21 @@ func (r *Registry) watchKey(ctx context.Context, e *entry, lease clientv3.LeaseI
 	// Only deletes matter: a put by someone else is not ours to undo.
 	from := e.rev.Load() + 1
 	for attempt := 0; ; attempt++ {
-		wch := r.cli.Watch(ctx, e.key, clientv3.WithRev(from), clientv3.WithFilterPut())
-		for wr := range wch {
+		deleted := false
+		wctx, wcancel := context.WithCancel(ctx) // releases a broken watch before the next
+		for wr := range r.cli.Watch(wctx, e.key, clientv3.WithRev(from), clientv3.WithFilterPut()) {
 			if wr.Err() != nil {
 				break
 			}
 			attempt = 0
-			for _, ev := range wr.Events {
-				if ev.Type == clientv3.EventTypeDelete {
-					return r.deleted(ctx, e, lease)
-				}
+			if slices.ContainsFunc(wr.Events, func(ev *clientv3.Event) bool { return ev.Type == clientv3.EventTypeDelete }) {
+				deleted = true
+				break
 			}
+		}
+		wcancel()
+		if deleted {
+			return r.deleted(ctx, e, lease)
 		}
 		if ctx.Err() != nil || r.cli.Ctx().Err() != nil {
 			return lossStopped, nil
