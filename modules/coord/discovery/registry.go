@@ -645,10 +645,14 @@ func (r *Registry) register(e *entry, first int) bool {
 		ctx, cancel := context.WithTimeout(e.ctx, r.config().RequestTimeout.Std())
 		lease, err := r.put(ctx, e)
 		cancel()
-		if initial && attempt == first {
-			close(e.tried)
-		}
+		// Register waits for the first attempt to be over, and for its
+		// outcome to be visible: Registered is true once it returns after
+		// a success.
+		firstTry := initial && attempt == first
 		if err != nil {
+			if firstTry {
+				close(e.tried)
+			}
 			if e.ctx.Err() != nil {
 				return false
 			}
@@ -667,9 +671,15 @@ func (r *Registry) register(e *entry, first int) bool {
 			// Deregister or Close raced this attempt; deregister revokes the
 			// lease it finds, which may be this one or not yet.
 			r.revoke(lease)
+			if firstTry {
+				close(e.tried)
+			}
 			return false
 		}
 		e.live.Store(true)
+		if firstTry {
+			close(e.tried)
+		}
 		fields := []zap.Field{zap.String("service", e.inst.Name), zap.String("id", e.inst.ID), zap.String("addr", e.inst.Addr),
 			zap.Int64("lease", int64(lease)), zap.Duration("ttl", time.Duration(r.config().ttlSeconds())*time.Second)}
 		if initial {

@@ -2,6 +2,8 @@ package discovery
 
 import (
 	"context"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -337,4 +339,22 @@ func TestRegistryNoticesLeaseLossWhileItsWatchWaitsForEtcd(t *testing.T) {
 		"the loss is seen while etcd is still down")
 	t.Logf("loss detected %v after the watch broke", time.Since(start).Round(time.Millisecond))
 	require.NoError(t, e.Restart())
+}
+
+// A Register whose first attempt succeeded returns with the instance
+// registered: Registered is true at once, not a moment later.
+func TestRegistryRegisteredWhenRegisterReturns(t *testing.T) {
+	// More Ps than cores: the OS then preempts the keeper's thread at any
+	// instruction, which is what exposes an early return.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(8))
+	e := coordtest.StartEtcd(t)
+	cli := coordtest.RawClient(t, e.Endpoints()...)
+	reg := newTestRegistry(t, cli, testOpts{TTL: 30 * time.Second})
+	t.Cleanup(func() { _ = reg.Close(context.Background()) })
+	ctx := coordtest.Ctx(t, 30*time.Second)
+	for i := range 200 {
+		id := "i" + strconv.Itoa(i)
+		require.NoError(t, reg.Register(ctx, ServiceInstance{ID: id, Name: "reg-at-once", Addr: "127.0.0.1:7003"}))
+		require.True(t, reg.Registered(id), "registered when Register returned (instance %d)", i)
+	}
 }
