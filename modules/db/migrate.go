@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"path"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -87,16 +86,6 @@ func (d *DB) Migrate(ctx context.Context, fsys fs.FS, dir string, opts ...Migrat
 		return invalidCause("migrations", fmt.Sprintf("cannot read the migrations in %q", dir), err, nil)
 	}
 	results, err := p.Up(ctx)
-	if err != nil && strings.Contains(err.Error(), "missing zero version migration") {
-		// Seen on MariaDB when two instances migrate a new database at
-		// once (about one start in ten in our tests; cause not found): the
-		// version table is there but its zero row is not. Repair it under
-		// the lock and run once more.
-		d.log.Warn("migration version table read without its zero row; checking it and retrying once", zap.String("version_table", o.table))
-		if rerr := d.repairVersionTable(ctx, o.table); rerr == nil {
-			results, err = p.Up(ctx)
-		}
-	}
 	var partial *goose.PartialError
 	if errors.As(err, &partial) {
 		results = partial.Applied
