@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/database"
 	"github.com/pressly/goose/v3/lock"
 	"go.uber.org/zap"
 
@@ -70,9 +69,6 @@ func (d *DB) Migrate(ctx context.Context, fsys fs.FS, dir string, opts ...Migrat
 	if err != nil {
 		return lifecycle.InternalError(ModuleName, "migrate", "cannot create the migration lock", err)
 	}
-	if err := d.repairVersionTable(ctx, o.table); err != nil {
-		return migrateError(ctx, "migrate", "cannot check the version table "+o.table, err, d.conn.secrets)
-	}
 	p, err := goose.NewProvider(d.conn.dialect, d.sql, src,
 		goose.WithTableName(o.table),
 		goose.WithSessionLocker(locker),
@@ -111,28 +107,6 @@ func (d *DB) Migrate(ctx context.Context, fsys fs.FS, dir string, opts ...Migrat
 		zap.String("version_table", o.table),
 		zap.Duration("elapsed", time.Since(start)))
 	return nil
-}
-
-// repairVersionTable gives back its zero row to a version table that has
-// none. goose creates the table and inserts that row as two statements,
-// and on MySQL the CREATE commits on its own: a process stopped between
-// them, or a failed insert that goose retries after seeing the table,
-// leaves a table every later run refuses ("missing zero version
-// migration"). An empty table records nothing applied, so the row is all
-// that is missing. Done under the migration lock.
-func (d *DB) repairVersionTable(ctx context.Context, table string) error {
-	store, err := database.NewStore(database.Dialect(d.conn.dialect), table)
-	if err != nil {
-		return err
-	}
-	return d.withMigrationLock(ctx, table, func(conn *sql.Conn) error {
-		rows, err := store.ListMigrations(ctx, conn)
-		if err != nil || len(rows) > 0 {
-			return nil // no table yet (goose creates it), or a sound one
-		}
-		d.log.Warn("migration version table had no zero row; adding it", zap.String("version_table", table))
-		return store.Insert(ctx, conn, database.InsertRequest{Version: 0})
-	})
 }
 
 // withMigrationLock runs fn while this process holds the migration lock

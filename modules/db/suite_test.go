@@ -10,7 +10,6 @@ import (
 	"testing/fstest"
 	"time"
 
-	"github.com/pressly/goose/v3/database"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
@@ -364,24 +363,5 @@ func TestMigrationLockWaitIsBoundedByCtx(t *testing.T) {
 		// Once released, b migrates.
 		require.NoError(t, b.Migrate(ctxT(t, 20*time.Second), migrations(t, tg.driver, prefix), "migrations", WithVersionTable(prefix+"goose")))
 		assert.Equal(t, []int{2, 10}, steps(t, b))
-	})
-}
-
-// A version table left without its zero row (a process stopped between
-// goose's CREATE TABLE and its insert; on MySQL the CREATE commits alone)
-// is repaired, not refused on every later start.
-func TestMigrateRepairsAVersionTableWithoutItsZeroRow(t *testing.T) {
-	eachDriver(t, func(t *testing.T, tg target) {
-		d := openDB(t, tg.config(t))
-		ctx := ctxT(t, 20*time.Second)
-		table := d.prefix + "goose"
-		store, err := database.NewStore(database.Dialect(d.conn.dialect), table)
-		require.NoError(t, err)
-		require.NoError(t, store.CreateVersionTable(ctx, d.sql))
-
-		require.NoError(t, d.Migrate(ctx, migrations(t, tg.driver, d.prefix), "migrations", WithVersionTable(table)))
-		assert.Equal(t, []int64{0, 1, 2, 10}, versions(t, d, table))
-		assert.Equal(t, []int{2, 10}, steps(t, d))
-		assert.Equal(t, 1, d.logs.FilterMessage("migration version table had no zero row; adding it").Len())
 	})
 }
