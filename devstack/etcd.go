@@ -333,8 +333,11 @@ func ephemeralLow() int {
 	if err != nil {
 		return 0
 	}
-	lo, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\t")
-	n, err := strconv.Atoi(strings.TrimSpace(lo))
+	fields := strings.Fields(string(b)) // "32768\t60999"
+	if len(fields) == 0 {
+		return 0
+	}
+	n, err := strconv.Atoi(fields[0])
 	if err != nil {
 		return 0
 	}

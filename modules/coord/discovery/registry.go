@@ -547,13 +547,8 @@ func (r *Registry) watchKey(ctx context.Context, e *entry, lease clientv3.LeaseI
 		if rev > 0 {
 			from = rev + 1
 		}
-		cfg := r.config()
-		t := time.NewTimer(backoff(attempt, cfg.RetryMin.Std(), cfg.RetryMax.Std()))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !r.sleep(ctx, attempt) {
 			return lossStopped, nil
-		case <-t.C:
 		}
 	}
 }
@@ -582,14 +577,14 @@ func (r *Registry) keyGone(ctx context.Context, e *entry) (gone bool, rev int64)
 	return len(resp.Kvs) == 0, resp.Header.Revision
 }
 
-// sleep waits the backoff of attempt; false means the entry or the client
-// was shut down.
-func (r *Registry) sleep(e *entry, attempt int) bool {
+// sleep waits the backoff of attempt; false means ctx (the entry's, or a
+// narrower one) or the client was shut down.
+func (r *Registry) sleep(ctx context.Context, attempt int) bool {
 	cfg := r.config()
 	t := time.NewTimer(backoff(attempt, cfg.RetryMin.Std(), cfg.RetryMax.Std()))
 	defer t.Stop()
 	select {
-	case <-e.ctx.Done():
+	case <-ctx.Done():
 		return false
 	case <-r.cli.Ctx().Done():
 		return false
@@ -604,7 +599,7 @@ func (r *Registry) sleep(e *entry, attempt int) bool {
 func (r *Registry) restoreKey(e *entry, first int) bool {
 	lost := time.Now()
 	for attempt := first; ; attempt++ {
-		if !r.sleep(e, attempt) {
+		if !r.sleep(e.ctx, attempt) {
 			return false
 		}
 		ctx, cancel := context.WithTimeout(e.ctx, r.config().RequestTimeout.Std())
@@ -638,7 +633,7 @@ func (r *Registry) register(e *entry, first int) bool {
 	old := clientv3.LeaseID(e.lease.Load())
 	for attempt := first; ; attempt++ {
 		if !initial || attempt > first {
-			if !r.sleep(e, attempt) {
+			if !r.sleep(e.ctx, attempt) {
 				return false
 			}
 		}
